@@ -1,0 +1,67 @@
+"""`manage.py worker`: the background worker (django-tasks-db's `db_worker`) plus a small scheduler.
+
+The scheduler thread upserts this worker's heartbeat (shown by /healthz) and, every
+`MAINTENANCE_INTERVAL_SECONDS`, enqueues the periodic jobs (lease reaper, hand-off expiry) through
+Django's Tasks API, so they run like any other job and any number of workers may share the queue.
+"""
+
+import logging
+import os
+import socket
+import threading
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+MAINTENANCE_INTERVAL_SECONDS = int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15"))
+PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
+
+
+def _enqueue_periodic_jobs() -> None:
+    from django.utils.module_loading import import_string
+
+    for path in PERIODIC_JOBS:
+        try:
+            import_string(path).enqueue()
+        except ImportError:
+            continue
+
+
+def _scheduler(worker_name: str, started_at, stop: threading.Event) -> None:
+    from agents.models import WorkerHeartbeat
+
+    while not stop.is_set():
+        try:
+            WorkerHeartbeat.objects.update_or_create(
+                worker_name=worker_name, defaults={"beat_at": timezone.now(), "started_at": started_at}
+            )
+            _enqueue_periodic_jobs()
+        except Exception:
+            logger.exception("worker scheduler tick failed")
+        finally:
+            close_old_connections()
+        stop.wait(MAINTENANCE_INTERVAL_SECONDS)
+
+
+class Command(BaseCommand):
+    help = "Run the background worker (jobs in PostgreSQL) with its heartbeat and periodic maintenance."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch", action="store_true", help="process outstanding jobs, then exit")
+
+    def handle(self, *args, **options):
+        worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        stop = threading.Event()
+        thread = threading.Thread(target=_scheduler, args=(worker_name, timezone.now(), stop), daemon=True)
+        thread.start()
+        self.stdout.write(f"worker {worker_name} started (maintenance every {MAINTENANCE_INTERVAL_SECONDS}s)")
+        try:
+            arguments = ["--no-reload", "--no-startup-delay", "--worker-id", worker_name[:60]]
+            if options["batch"]:
+                arguments.append("--batch")
+            call_command("db_worker", *arguments)
+        finally:
+            stop.set()

@@ -1,0 +1,63 @@
+"""Read-side queries about agents: token lookup, listings, trajectories."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import Agent, AgentEvent, AgentToken, SandboxRun
+from omoi_site.domain import NotFound
+
+
+def hash_token(raw_token: str) -> str:
+    return hashlib.sha256(raw_token.encode()).hexdigest()
+
+
+def agent_for_token(*, raw_token: str) -> Agent | None:
+    """The agent owning a live (not revoked, not expired) token, or None."""
+    now = timezone.now()
+    token = (
+        AgentToken.objects.select_related("agent")
+        .filter(token_hash=hash_token(raw_token), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
+    if token is None or token.agent.status == Agent.Status.TERMINATED:
+        return None
+    return token.agent
+
+
+def agent_get(*, agent_id: str, argument: str = "agent_id") -> Agent:
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise NotFound(f"{argument} must be an agent id such as 'worker-1'.")
+    agent = Agent.objects.filter(agent_id=agent_id.strip()).first()
+    if agent is None:
+        raise NotFound(f"No agent '{agent_id}' exists ({argument}); check the id with your coordinator.")
+    return agent
+
+
+def agent_workflow_ids(*, agent: Agent) -> set[int]:
+    return set(agent.workflows.values_list("id", flat=True))
+
+
+def agent_list(*, workflow_id: int | None = None):
+    queryset = Agent.objects.all().prefetch_related("workflows")
+    if workflow_id is not None:
+        queryset = queryset.filter(workflows__id=workflow_id)
+    return queryset
+
+
+def agent_trajectory(*, agent: Agent, include_full_history: bool = False, limit: int = 50) -> list[AgentEvent]:
+    events = AgentEvent.objects.filter(agent=agent).order_by("-created_at", "-id")
+    if not include_full_history:
+        events = events[:limit]
+    return list(reversed(list(events)))
+
+
+def sandbox_run_list(*, workflow_id: int | None = None):
+    queryset = SandboxRun.objects.select_related("agent", "task", "workflow")
+    if workflow_id is not None:
+        queryset = queryset.filter(workflow_id=workflow_id)
+    return queryset

