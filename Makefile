@@ -19,9 +19,10 @@ $(PY):
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (install it with pyenv: pyenv install 3.12)"; exit 1; }
 	$(PYTHON312) -m venv $(VENV)
 
-$(STAMP): requirements.txt | $(PY)
+$(STAMP): requirements.txt requirements-nodeps.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,1 +1,48 @@
-"""MCP tools of this app (see omoi_site.mcp_endpoint)."""
+"""MCP tools about agents: trajectories and self-reported events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from agents import selectors, services
+from omoi_site.domain import NotFound
+from omoi_site.mcp_endpoint import AgentId, act_as, mcp_tool
+
+
+@mcp_tool(read_only=True)
+def get_agent_trajectory(caller, agent_id: AgentId, include_full_history: bool = False) -> dict:
+    """What an agent of your workflows did, oldest first (last 50 steps unless include_full_history)."""
+    agent = selectors.agent_get(agent_id=agent_id)
+    if agent.agent_id != caller.agent_id and not (selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)):
+        raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
+    events = selectors.agent_trajectory(agent=agent, include_full_history=include_full_history)
+    return {
+        "agent_id": agent.agent_id,
+        "status": agent.status,
+        "steps": [
+            {k: v for k, v in {
+                "at": e.created_at.isoformat(timespec="seconds"), "event": e.event_type,
+                "task_id": f"TSK-{e.task_id}" if e.task_id else None,
+                "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None, "payload": e.payload or None,
+            }.items() if v is not None}
+            for e in events
+        ],
+    }
+
+
+@mcp_tool()
+def report_agent_event(
+    caller, agent_id: AgentId, event_type: Annotated[str, Field(min_length=1, max_length=60)],
+    payload: dict[str, Any] | None = None, task_id: str | None = None,
+) -> dict:
+    """Record a step of your own trajectory (e.g. tool_call, thought, error) and refresh your heartbeat."""
+    act_as(caller, agent_id)
+    task = None
+    if task_id:
+        from tasks.selectors import task_get
+
+        task = task_get(task_id=task_id, actor=caller)
+    event = services.agent_report_event(agent=caller, event_type=event_type, payload=payload, task=task)
+    return {"recorded": True, "event_id": event.id}

@@ -54,6 +54,27 @@ def agent_tokens_revoke(*, agent: Agent) -> int:
     return AgentToken.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def agent_event_record(*, agent: Agent, event_type: str, payload: dict | None = None, task=None, ticket=None) -> AgentEvent:
+def agent_event_record(
+    *, agent: Agent, event_type: str, payload: dict | None = None, task=None, ticket=None, ticket_id: int | None = None
+) -> AgentEvent:
     """Append one step to the agent's trajectory (called inside the caller's transaction)."""
-    return AgentEvent.objects.create(agent=agent, event_type=event_type, payload=payload or {}, task=task, ticket=ticket)
+    return AgentEvent.objects.create(
+        agent=agent, event_type=event_type[:60], payload=payload or {}, task=task, ticket=ticket,
+        **({"ticket_id": ticket_id} if ticket_id and ticket is None else {}),
+    )
+
+
+@transaction.atomic
+def agent_report_event(*, agent: Agent, event_type: str, payload: dict | None = None, task=None) -> AgentEvent:
+    """An event the agent reports about itself (thought, action, tool result, error …) for its trajectory."""
+    if not isinstance(event_type, str) or not (1 <= len(event_type.strip()) <= 60):
+        raise DomainError("event_type must be 1-60 characters, e.g. 'tool_call', 'thought', 'error'.")
+    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
+    event = agent_event_record(agent=agent, event_type=event_type.strip(), payload=payload, task=task,
+                               ticket_id=task.ticket_id if task is not None else None)
+    from omoi_site.events import publish_on_commit
+
+    for workflow in agent.workflows.all():
+        publish_on_commit("agent.event", workflow=workflow.slug, payload={"agent_id": agent.agent_id, "event_type": event.event_type,
+                          "task_id": f"TSK-{task.pk}" if task is not None else None}, agents=[agent.agent_id])
+    return event

@@ -53,3 +53,39 @@ def parse_public_id(value: Any, prefix: str, *, argument: str) -> int:
         if text.isdigit() and 0 < int(text) < 2**62:
             return int(text)
     raise DomainError(f"{argument} must look like '{prefix}-42'; got {value!r}.")
+
+
+def is_agent(actor: Any) -> bool:
+    return getattr(actor, "agent_id", None) is not None and not hasattr(actor, "username")
+
+
+def actor_fields(actor: Any, *, agent_field: str = "actor_agent", user_field: str = "actor_user") -> dict[str, Any]:
+    """Model kwargs recording who acted: an Agent (MCP/REST token) or a Django user (admin/session)."""
+    if actor is None:
+        return {}
+    return {agent_field: actor} if is_agent(actor) else {user_field: actor}
+
+
+def actor_label(actor: Any) -> str | None:
+    if actor is None:
+        return None
+    return actor.agent_id if is_agent(actor) else f"user:{actor.get_username()}"
+
+
+def require_text(value: Any, *, argument: str, min_length: int = 0, max_length: int = 10_000) -> str:
+    """Validate a free-text argument with a message an LLM can act on."""
+    if not isinstance(value, str):
+        raise DomainError(f"{argument} must be a string.")
+    text = value.strip()
+    if len(text) < min_length:
+        raise DomainError(f"{argument} must be at least {min_length} characters (got {len(text)}).")
+    if len(text) > max_length:
+        raise DomainError(f"{argument} must be at most {max_length} characters (got {len(text)}).")
+    return text
+
+
+def require_choice(value: Any, choices, *, argument: str) -> str:
+    allowed = list(choices)
+    if value not in allowed:
+        raise DomainError(f"{argument} must be one of: {', '.join(allowed)}; got {value!r}.")
+    return value

@@ -142,7 +142,11 @@ def compact_schema(schema: dict) -> dict:
                 target = definitions[node["$ref"].split("/")[-1]]
                 merged = {**resolve(dict(target)), **{k: v for k, v in node.items() if k != "$ref"}}
                 return resolve(merged)
-            node = {k: resolve(v) for k, v in node.items() if k != "title"}
+            node = {
+                k: ({name: resolve(prop) for name, prop in v.items()} if k == "properties" else resolve(v))
+                for k, v in node.items()
+                if k != "title"
+            }
             any_of = node.get("anyOf")
             if isinstance(any_of, list):
                 non_null = [option for option in any_of if option.get("type") != "null"]
@@ -300,3 +304,23 @@ class OmoiMCPView(MCPServerStreamableHttpView):
 
 
 mcp_view = csrf_exempt(OmoiMCPView.as_view())
+
+
+# --- shared argument types and the identity rule (used by every app's mcp.py) ------------------------
+
+WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100, description="workflow slug")]
+AgentId = Annotated[str, Field(min_length=1, max_length=100)]
+TicketId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TKT-12")]
+TaskId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TSK-7")]
+
+
+def act_as(caller, agent_id: str, *, argument: str = "agent_id") -> None:
+    """The acting-agent argument must name the authenticated agent: an agent acts only as itself."""
+    from omoi_site.domain import PermissionDenied
+
+    if agent_id != caller.agent_id:
+        raise PermissionDenied(
+            f"{argument} '{agent_id}' is not you: your token belongs to '{caller.agent_id}'. Pass {argument}='{caller.agent_id}'."
+        )
+
+

@@ -1,1 +1,148 @@
-"""MCP tools of this app (see omoi_site.mcp_endpoint)."""
+"""MCP tools for tasks: create (incl. discovery spawns), claim/heartbeat/release, status, discoveries, graph."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from omoi_site.mcp_endpoint import AgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
+from tasks import payloads, selectors, services
+from tickets.selectors import ticket_get, workflow_get
+
+PhaseId = Literal[
+    "PHASE_BACKLOG", "PHASE_REQUIREMENTS", "PHASE_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_TESTING", "PHASE_DEPLOYMENT", "PHASE_DONE"
+]
+TaskType = Literal[
+    "implementation", "investigation", "research", "testing", "review", "bugfix", "documentation", "deployment", "follow_up"
+]
+TaskPriority = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+DiscoveryType = Literal[
+    "bug", "optimization", "clarification_needed", "new_component", "security_issue", "performance_issue",
+    "missing_requirement", "integration_issue", "technical_debt", "documentation", "other",
+]
+FencingToken = Annotated[int | None, Field(ge=0, description="from claim_next_task; refuses stale holders")]
+
+
+@mcp_tool()
+def create_task(
+    caller,
+    ticket_id: TicketId,
+    phase_id: PhaseId,
+    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    task_type: TaskType = "implementation",
+    priority: TaskPriority = "MEDIUM",
+    discovery_type: DiscoveryType | None = None,
+    discovery_description: Annotated[str | None, Field(max_length=20000)] = None,
+    source_task_id: str | None = None,
+    priority_boost: bool = False,
+    dependencies: Annotated[list[str] | None, Field(max_length=50, description="task ids that must complete first")] = None,
+) -> dict:
+    """Create a task under a ticket. With discovery_type+source_task_id it records a discovery on the source
+    task that spawns exactly this task (priority_boost raises it one level)."""
+    task, discovery = services.task_create(
+        actor=caller, ticket_id=ticket_id, phase_id=phase_id, description=description, task_type=task_type, priority=priority,
+        dependencies=dependencies, discovery_type=discovery_type, discovery_description=discovery_description,
+        source_task_id=source_task_id, priority_boost=priority_boost,
+    )
+    result = {"task": payloads.task_payload(task, include_dependencies=True)}
+    if discovery is not None:
+        result["discovery"] = payloads.discovery_payload(discovery)
+    return result
+
+
+@mcp_tool()
+def update_task_status(
+    caller,
+    task_id: TaskId,
+    status: Literal["pending", "claimed", "running", "completed", "failed", "cancelled"],
+    result: Annotated[dict[str, Any] | None, Field(description="outcome summary for completed tasks")] = None,
+    error_message: Annotated[str | None, Field(max_length=10000)] = None,
+    fencing_token: FencingToken = None,
+) -> dict:
+    """Set a task's status (running, completed with result, failed with error_message; failed→pending retries).
+    Only the lease holder may change a claimed task."""
+    task = services.task_update_status(actor=caller, task_id=task_id, status=status, result=result,
+                                       error_message=error_message, fencing_token=fencing_token)
+    return {"task": payloads.task_payload(task)}
+
+
+@mcp_tool(read_only=True)
+def get_task(caller, task_id: TaskId) -> dict:
+    """Get one task with its lease, dependencies and result."""
+    task = selectors.task_get(task_id=task_id, actor=caller)
+    return payloads.task_payload(task, include_dependencies=True)
+
+
+@mcp_tool(read_only=True)
+def get_task_discoveries(
+    caller, task_id: TaskId, resolution_status: Literal["open", "in_progress", "resolved", "wont_fix"] | None = None
+) -> dict:
+    """Discoveries a task recorded (and the follow-up task each spawned)."""
+    task = selectors.task_get(task_id=task_id, actor=caller)
+    return {"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in selectors.task_discoveries(task=task, resolution_status=resolution_status)]}
+
+
+@mcp_tool(read_only=True)
+def get_workflow_graph(caller, ticket_id: TicketId) -> dict:
+    """A ticket's task graph: nodes = tasks; edges = dependencies (depends_on) and discovery spawns."""
+    ticket = ticket_get(ticket_id=ticket_id, actor=caller)
+    return selectors.workflow_graph(ticket=ticket)
+
+
+@mcp_tool(read_only=True)
+def get_task_timeline(caller, task_id: TaskId) -> dict:
+    """Everything that happened to a task, oldest first: status changes, claims, discoveries, hand-offs."""
+    task = selectors.task_get(task_id=task_id, actor=caller)
+    return {"task_id": task.public_id, "timeline": selectors.task_timeline(task=task)}
+
+
+@mcp_tool(read_only=True)
+def get_discoveries_by_type(caller, discovery_type: DiscoveryType, limit: Annotated[int, Field(ge=1, le=100)] = 50) -> dict:
+    """Recent discoveries of one type across your workflows."""
+    return {"discoveries": [payloads.discovery_payload(d) for d in selectors.discoveries_by_type(actor=caller, discovery_type=discovery_type, limit=limit)]}
+
+
+@mcp_tool()
+def claim_next_task(
+    caller, agent_id: AgentId, workflow_id: WorkflowSlug,
+    task_types: Annotated[list[TaskType] | None, Field(max_length=10)] = None,
+) -> dict:
+    """Atomically claim the highest-priority ready task (dependencies done). Returns task + fencing_token, or
+    task null when nothing is ready. Keep the lease alive with heartbeat_task."""
+    act_as(caller, agent_id)
+    workflow = workflow_get(slug=workflow_id, actor=caller)
+    task = services.task_claim_next(agent=caller, workflow=workflow, task_types=task_types)
+    if task is None:
+        return {"task": None}
+    return {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
+
+
+@mcp_tool()
+def heartbeat_task(caller, task_id: TaskId, agent_id: AgentId, fencing_token: FencingToken = None) -> dict:
+    """Renew your lease on a task you hold."""
+    act_as(caller, agent_id)
+    task = services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token)
+    return {"task_id": task.public_id, "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"), "fencing_token": task.fencing_token}
+
+
+@mcp_tool()
+def release_task(
+    caller, task_id: TaskId, agent_id: AgentId, fencing_token: FencingToken = None,
+    reason: Annotated[str | None, Field(max_length=2000)] = None,
+) -> dict:
+    """Give a task you hold back to the queue."""
+    act_as(caller, agent_id)
+    task = services.task_release(agent=caller, task_id=task_id, fencing_token=fencing_token, reason=reason or "")
+    return {"task": payloads.task_payload(task)}
+
+
+@mcp_tool()
+def register_conversation(
+    caller, task_id: TaskId, agent_id: AgentId, conversation_id: Annotated[str, Field(min_length=1, max_length=200)],
+    sandbox_id: Annotated[str | None, Field(max_length=200)] = None,
+) -> dict:
+    """Attach your conversation id (and sandbox id) to a task you hold."""
+    act_as(caller, agent_id)
+    task = services.task_register_conversation(agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id)
+    return {"task_id": task.public_id, "conversation_id": task.conversation_id, "sandbox_id": task.sandbox_id or None}

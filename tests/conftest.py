@@ -38,7 +38,7 @@ def make_agent(db):
 
 
 class LiveServer:
-    """uvicorn serving the real ASGI app (HTTP + websockets) in a thread, on the test database."""
+    """(fixture `asgi_server`; pytest-django owns the name live_server) uvicorn serving the real ASGI app (HTTP + websockets) in a thread, on the test database."""
 
     def __init__(self):
         import uvicorn
@@ -65,7 +65,7 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(django_db_setup, django_db_blocker):
+def asgi_server(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         server = LiveServer()
     yield server
@@ -116,11 +116,11 @@ class McpClient:
 
 
 @pytest.fixture
-def mcp_for(live_server, transactional_db):
+def mcp_for(asgi_server, transactional_db):
     """mcp_for(token) -> McpClient talking to the live server as that agent."""
 
     def _client(token):
-        return McpClient(f"{live_server.url}/mcp/", token)
+        return McpClient(f"{asgi_server.url}/mcp/", token)
 
     return _client
 

@@ -1,1 +1,228 @@
-"""MCP tools of this app (see omoi_site.mcp_endpoint)."""
+"""MCP tools for tickets: create, read, list, edit, status machine, resolve, search, comments, blockers, commits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from omoi_site.mcp_endpoint import AgentId, TicketId, WorkflowSlug, act_as, mcp_tool
+from tickets import payloads, selectors, services
+
+TicketStatus = Literal["backlog", "analyzing", "building", "building-done", "testing", "done"]
+TicketPriority = Literal["low", "medium", "high", "critical"]
+TicketType = Literal["task", "bug", "feature", "improvement", "research", "epic", "chore"]
+CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
+Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
+
+
+def _similar(workflow, title: str, description: str) -> list[dict]:
+    try:
+        from tickets.search import similar_tickets
+    except ImportError:
+        return []
+    return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
+
+
+@mcp_tool()
+def create_ticket(
+    caller,
+    workflow_id: WorkflowSlug,
+    agent_id: AgentId,
+    title: Annotated[str, Field(min_length=3, max_length=500)],
+    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    ticket_type: TicketType = "task",
+    priority: TicketPriority = "medium",
+    initial_status: TicketStatus | None = None,
+    assigned_agent_id: str | None = None,
+    parent_ticket_id: str | None = None,
+    blocked_by_ticket_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
+    tags: Annotated[list[str] | None, Field(max_length=20)] = None,
+    related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
+) -> dict:
+    """Create a ticket. Returns it plus similar_tickets (possible duplicates: check them; search_tickets first)."""
+    act_as(caller, agent_id)
+    workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
+    similar = _similar(workflow, title, description)
+    ticket = services.ticket_create(
+        actor=caller, workflow=workflow, title=title, description=description, ticket_type=ticket_type,
+        priority=priority, initial_status=initial_status, assigned_agent_id=assigned_agent_id,
+        parent_ticket_id=parent_ticket_id, blocked_by_ticket_ids=blocked_by_ticket_ids, tags=tags,
+    )
+    if related_task_ids:
+        from tasks.selectors import task_get
+
+        for task_id in related_task_ids:
+            task_get(task_id=task_id, actor=caller, argument="related_task_ids")
+    return {"ticket": payloads.ticket_summary(ticket), "similar_tickets": similar}
+
+
+@mcp_tool(read_only=True)
+def get_ticket(caller, ticket_id: TicketId) -> dict:
+    """Get one ticket: fields, allowed next statuses, blockers, comments, commits."""
+    ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
+    return payloads.ticket_detail(
+        ticket,
+        blockers=selectors.ticket_blockers(ticket=ticket),
+        dependents=selectors.ticket_dependents(ticket=ticket),
+        comments=list(ticket.comments.select_related("author_user").order_by("-created_at", "-id")[:20])[::-1],
+        commits=list(ticket.commits.all()),
+    )
+
+
+@mcp_tool(read_only=True)
+def get_tickets(
+    caller,
+    workflow_id: WorkflowSlug,
+    status: Literal["backlog", "analyzing", "building", "building-done", "testing", "done", "blocked"] | None = None,
+    ticket_type: TicketType | None = None,
+    priority: TicketPriority | None = None,
+    assigned_agent_id: str | None = None,
+    include_completed: bool = True,
+    limit: Annotated[int, Field(ge=1, le=100)] = 50,
+    offset: Annotated[int, Field(ge=0)] = 0,
+    sort_by: Literal["created_at", "updated_at", "priority", "status"] = "created_at",
+    sort_order: Literal["desc", "asc"] = "desc",
+) -> dict:
+    """List a workflow's tickets (filtered, sorted, paginated: pass next_offset as offset)."""
+    workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
+    tickets, total = selectors.ticket_list(
+        workflow=workflow, status=status, ticket_type=ticket_type, priority=priority,
+        assigned_agent_id=assigned_agent_id, include_completed=include_completed, limit=limit, offset=offset,
+        sort_by=sort_by, sort_order=sort_order,
+    )
+    next_offset = offset + len(tickets) if offset + len(tickets) < total else None
+    return {"tickets": [payloads.ticket_summary(t) for t in tickets], "total": total, "next_offset": next_offset}
+
+
+@mcp_tool(read_only=True)
+def get_ticket_history(caller, ticket_id: TicketId) -> dict:
+    """A ticket's full audit trail: who changed which field when, from what to what."""
+    ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
+    return {"ticket_id": ticket.public_id, "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)]}
+
+
+@mcp_tool()
+def update_ticket(
+    caller,
+    ticket_id: TicketId,
+    agent_id: AgentId,
+    updates: Annotated[dict[str, Any], Field(description="any of: title, description, priority, ticket_type, tags, assigned_agent_id, parent_ticket_id")],
+    update_comment: Annotated[str | None, Field(max_length=5000)] = None,
+    expected_version: Annotated[int | None, Field(ge=1, description="refuse if the ticket changed since this version")] = None,
+) -> dict:
+    """Edit ticket fields (not status: use change_ticket_status)."""
+    act_as(caller, agent_id)
+    ticket, changed = services.ticket_update(
+        actor=caller, ticket_id=ticket_id, updates=updates, update_comment=update_comment or "", expected_version=expected_version
+    )
+    return {"ticket": payloads.ticket_summary(ticket), "changed": changed, "version": ticket.version}
+
+
+@mcp_tool()
+def change_ticket_status(
+    caller,
+    ticket_id: TicketId,
+    agent_id: AgentId,
+    new_status: TicketStatus,
+    comment: Comment10,
+    commit_sha: CommitSha | None = None,
+) -> dict:
+    """Move a ticket along backlog→analyzing→building→building-done→testing→done (testing→building allowed)."""
+    act_as(caller, agent_id)
+    ticket = services.ticket_change_status(actor=caller, ticket_id=ticket_id, new_status=new_status, comment=comment, commit_sha=commit_sha)
+    result = {"ticket": payloads.ticket_summary(ticket), "phase": ticket.phase, "allowed_next_statuses": ticket.allowed_next_statuses()}
+    if getattr(ticket, "unblocked_ticket_ids", None):
+        result["unblocked"] = ticket.unblocked_ticket_ids
+    return result
+
+
+@mcp_tool()
+def resolve_ticket(caller, ticket_id: TicketId, agent_id: AgentId, resolution_comment: Comment10, commit_sha: CommitSha | None = None) -> dict:
+    """Close a ticket as done from any open status; unblocks tickets it was blocking."""
+    act_as(caller, agent_id)
+    ticket = services.ticket_resolve(actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha)
+    return {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids}
+
+
+@mcp_tool(read_only=True)
+def search_tickets(
+    caller,
+    workflow_id: WorkflowSlug,
+    agent_id: AgentId,
+    query: Annotated[str, Field(min_length=3, max_length=1000)],
+    search_type: Literal["hybrid", "semantic", "keyword"] = "hybrid",
+    filters: Annotated[dict[str, Any] | None, Field(description="status, priority, ticket_type, tags, assigned_agent_id")] = None,
+    limit: Annotated[int, Field(ge=1, le=50)] = 10,
+    include_comments: bool = True,
+) -> dict:
+    """Find tickets by meaning (semantic), exact words/error strings (keyword) or both (hybrid)."""
+    act_as(caller, agent_id)
+    workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
+    from tickets.search import ticket_search
+
+    results = ticket_search(
+        workflow_ids=[workflow.id], query=query, search_type=search_type, filters=filters or {}, limit=limit,
+        include_comments=include_comments,
+    )
+    return {"results": results, "search_type": search_type}
+
+
+@mcp_tool()
+def add_ticket_comment(
+    caller,
+    ticket_id: TicketId,
+    agent_id: AgentId,
+    comment_text: Annotated[str, Field(min_length=1, max_length=20000)],
+    comment_type: Literal["general", "status_change", "resolution", "question", "review", "discovery"] = "general",
+    mentions: Annotated[list[str] | None, Field(max_length=20, description="agent ids to notify")] = None,
+    attachments: Annotated[list[Any] | None, Field(max_length=20)] = None,
+) -> dict:
+    """Comment on a ticket; mentioned agents are notified."""
+    act_as(caller, agent_id)
+    comment = services.comment_add(actor=caller, ticket_id=ticket_id, comment_text=comment_text, comment_type=comment_type,
+                                   mentions=mentions, attachments=attachments)
+    return {"ticket_id": f"TKT-{comment.ticket_id}", "comment": payloads.comment_payload(comment)}
+
+
+@mcp_tool()
+def add_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blocked_by_ticket_id: TicketId) -> dict:
+    """Mark ticket_id as blocked by blocked_by_ticket_id (cycles are refused)."""
+    act_as(caller, agent_id)
+    ticket = services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
+    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+
+
+@mcp_tool(destructive=True)
+def remove_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blocked_by_ticket_id: TicketId) -> dict:
+    """Remove a blocker from a ticket."""
+    act_as(caller, agent_id)
+    ticket = services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
+    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+
+
+@mcp_tool()
+def link_commit(caller, ticket_id: TicketId, agent_id: AgentId, commit_sha: CommitSha, commit_message: Annotated[str | None, Field(max_length=5000)] = None) -> dict:
+    """Link a git commit to a ticket."""
+    act_as(caller, agent_id)
+    link, created = services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or "")
+    return {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created}
+
+
+@mcp_tool(read_only=True)
+def get_phase_history(caller, ticket_id: TicketId) -> dict:
+    """A ticket's phase transitions (backlog→requirements→…→done) with who and why."""
+    ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
+    return {"ticket_id": ticket.public_id, "phase": ticket.phase,
+            "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)]}
+
+
+@mcp_tool(read_only=True)
+def get_ready_tickets(caller, workflow_id: WorkflowSlug, limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict:
+    """Open tickets with no open blocker (ready), and the blocked ones with the ids blocking them."""
+    workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
+    split = selectors.ready_tickets(workflow=workflow, limit=limit)
+    return {
+        "ready": [payloads.ticket_summary(t) for t in split["ready"]],
+        "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]} for t, ids in split["not_ready"]],
+    }

@@ -1,0 +1,102 @@
+"""Read-side queries on tasks: lookup with access checks, discoveries, timeline, workflow graph."""
+
+from __future__ import annotations
+
+from omoi_site.domain import DomainError, NotFound, parse_public_id
+from tasks.models import Discovery, Task, TaskEvent
+from tickets.selectors import can_access_workflow, workflow_ids_for
+
+
+def task_get(*, task_id, actor, argument: str = "task_id", for_update: bool = False) -> Task:
+    """One task by public id ('TSK-7'), checking the actor's workflow access."""
+    pk = parse_public_id(task_id, Task.PUBLIC_PREFIX, argument=argument)
+    if for_update:
+        queryset = Task.objects.select_for_update(of=("self",)).select_related("workflow", "ticket")
+    else:
+        queryset = Task.objects.select_related("workflow", "ticket", "claimed_by", "assigned_agent")
+    task = queryset.filter(pk=pk).first()
+    if task is None or not can_access_workflow(actor, task.workflow_id):
+        raise NotFound(f"No task {Task.PUBLIC_PREFIX}-{pk} in your workflows ({argument}).")
+    return task
+
+
+def task_discoveries(*, task: Task, resolution_status: str | None = None) -> list[Discovery]:
+    if resolution_status is not None and resolution_status not in Discovery.ResolutionStatus.values:
+        raise DomainError(
+            f"resolution_status must be one of: {', '.join(Discovery.ResolutionStatus.values)}; got {resolution_status!r}."
+        )
+    queryset = Discovery.objects.filter(source_task=task).select_related("spawned_task")
+    if resolution_status:
+        queryset = queryset.filter(resolution_status=resolution_status)
+    return list(queryset)
+
+
+def discoveries_by_type(*, actor, discovery_type: str, limit: int = 50) -> list[Discovery]:
+    if discovery_type not in Discovery.DiscoveryType.values:
+        raise DomainError(f"discovery_type must be one of: {', '.join(Discovery.DiscoveryType.values)}; got {discovery_type!r}.")
+    queryset = Discovery.objects.filter(discovery_type=discovery_type).select_related("source_task", "spawned_task")
+    allowed = workflow_ids_for(actor)
+    if allowed is not None:
+        queryset = queryset.filter(source_task__workflow_id__in=allowed)
+    return list(queryset[:limit])
+
+
+def task_timeline(*, task: Task) -> list[dict]:
+    """Everything that happened to a task, oldest first: its events, discoveries and hand-offs."""
+    from collaboration.models import Handoff
+
+    entries = []
+    for event in TaskEvent.objects.filter(task=task).select_related("actor_agent", "actor_user"):
+        entries.append(
+            (event.created_at, event.id, {
+                "kind": "event", "event": event.event_type, "actor": event.actor_agent_id or (event.actor_user.get_username() if event.actor_user_id else None),
+                "old_status": event.old_status or None, "new_status": event.new_status or None, "details": event.details or None,
+            })
+        )
+    for discovery in Discovery.objects.filter(source_task=task):
+        entries.append(
+            (discovery.created_at, discovery.id, {
+                "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
+                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
+            })
+        )
+    for handoff in Handoff.objects.filter(task=task):
+        entries.append(
+            (handoff.created_at, handoff.id, {
+                "kind": "handoff", "handoff_id": handoff.public_id, "from": handoff.from_agent_id, "to": handoff.to_agent_id,
+                "status": handoff.status, "reason": handoff.reason,
+            })
+        )
+    entries.sort(key=lambda item: (item[0], item[1]))
+    return [{"at": at.isoformat(timespec="seconds"), **{k: v for k, v in body.items() if v is not None}} for at, _, body in entries]
+
+
+def workflow_graph(*, ticket) -> dict:
+    """Nodes = the ticket's tasks; edges = task dependencies AND discovery spawns."""
+    tasks = list(Task.objects.filter(ticket=ticket).order_by("id"))
+    task_ids = {t.id for t in tasks}
+    spawned = list(
+        Discovery.objects.filter(source_task_id__in=task_ids, spawned_task__isnull=False).select_related("spawned_task")
+    )
+    extra = {d.spawned_task for d in spawned if d.spawned_task_id not in task_ids}
+    nodes = tasks + sorted(extra, key=lambda t: t.id)
+    node_ids = {t.id for t in nodes}
+    edges = []
+    through = Task.depends_on.through
+    for row in through.objects.filter(from_task_id__in=node_ids).values("from_task_id", "to_task_id"):
+        if row["to_task_id"] in node_ids:
+            edges.append({"from": f"TSK-{row['to_task_id']}", "to": f"TSK-{row['from_task_id']}", "type": "depends_on"})
+    for discovery in spawned:
+        edges.append({
+            "from": f"TSK-{discovery.source_task_id}", "to": f"TSK-{discovery.spawned_task_id}", "type": "discovery",
+            "discovery_type": discovery.discovery_type,
+        })
+    return {
+        "ticket_id": ticket.public_id,
+        "nodes": [
+            {"task_id": t.public_id, "status": t.status, "task_type": t.task_type, "priority": t.priority,
+             "phase_id": t.phase_id, "claimed_by": t.claimed_by_id}
+            for t in nodes
+        ],
+        "edges": edges,
+    }

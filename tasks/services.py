@@ -1,0 +1,318 @@
+"""Write-side operations on tasks: creation (with discovery spawns), leased claims, heartbeats, status.
+
+Claims are atomic: `SELECT … FOR UPDATE SKIP LOCKED` over ready tasks (pending, every dependency
+completed), so two agents never hold the same task. Each claim increments the task's fencing token;
+writes that carry an older token (a holder whose lease expired and was reclaimed) are refused.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from omoi_site.domain import Conflict, DomainError, PermissionDenied, actor_fields, is_agent, require_choice, require_text
+from omoi_site.events import publish_on_commit
+from tasks import payloads, selectors
+from tasks.models import Discovery, Task, TaskEvent
+from tickets import selectors as ticket_selectors
+from tickets.models import Phase, Ticket
+
+DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
+MAX_RESULT_BYTES = 32_000
+PRIORITY_ORDER = [Task.Priority.LOW, Task.Priority.MEDIUM, Task.Priority.HIGH, Task.Priority.CRITICAL]
+
+
+def _record(task: Task, actor, event_type: str, *, old_status: str = "", new_status: str = "", details: dict | None = None):
+    TaskEvent.objects.create(
+        task=task, event_type=event_type, old_status=old_status, new_status=new_status, details=details or {},
+        **actor_fields(actor),
+    )
+
+
+def _trajectory(actor, event_type: str, task: Task, payload: dict | None = None) -> None:
+    if is_agent(actor):
+        from agents.services import agent_event_record
+
+        agent_event_record(agent=actor, event_type=event_type, task=task, ticket_id=task.ticket_id, payload=payload)
+
+
+def _publish(event: str, task: Task, extra: dict | None = None, agents: list[str] | None = None) -> None:
+    publish_on_commit(
+        event, workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+        payload={**payloads.task_payload(task), **(extra or {})},
+        agents=[a for a in (agents or [task.claimed_by_id, task.assigned_agent_id]) if a],
+    )
+
+
+def _boost(priority: str) -> str:
+    index = PRIORITY_ORDER.index(Task.Priority(priority))
+    return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
+
+
+def lease_seconds() -> int:
+    return settings.TASK_LEASE_SECONDS
+
+
+@transaction.atomic
+def task_create(
+    *,
+    actor,
+    ticket_id,
+    phase_id: str,
+    description: str,
+    task_type: str = Task.TaskType.IMPLEMENTATION,
+    priority: str = Task.Priority.MEDIUM,
+    dependencies: list | None = None,
+    discovery_type: str | None = None,
+    discovery_description: str | None = None,
+    source_task_id=None,
+    priority_boost: bool = False,
+) -> tuple[Task, Discovery | None]:
+    """Create a task under a ticket. With `discovery_type` + `source_task_id` it records a Discovery on the
+    source task that spawns exactly this one task (optionally one priority level higher)."""
+    description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
+    require_choice(phase_id, Phase.values, argument="phase_id")
+    require_choice(task_type, Task.TaskType.values, argument="task_type")
+    require_choice(priority, Task.Priority.values, argument="priority")
+    ticket = ticket_selectors.ticket_get(ticket_id=ticket_id, actor=actor)
+    if ticket.status == Ticket.Status.DONE:
+        raise Conflict(f"ticket {ticket.public_id} is done; create a new ticket for further work.")
+    source_task = None
+    if discovery_type is not None or source_task_id is not None:
+        if discovery_type is None or source_task_id is None:
+            raise DomainError("a discovery needs both discovery_type and source_task_id (the task that found it).")
+        require_choice(discovery_type, Discovery.DiscoveryType.values, argument="discovery_type")
+        source_task = selectors.task_get(task_id=source_task_id, actor=actor, argument="source_task_id")
+        if source_task.workflow_id != ticket.workflow_id:
+            raise DomainError(f"source_task_id {source_task.public_id} belongs to another workflow.")
+    elif priority_boost:
+        raise DomainError("priority_boost applies only to discovery spawns (give discovery_type and source_task_id).")
+    depends_on = []
+    for dependency_id in dict.fromkeys(dependencies or []):
+        dependency = selectors.task_get(task_id=dependency_id, actor=actor, argument="dependencies")
+        if dependency.workflow_id != ticket.workflow_id:
+            raise DomainError(f"dependencies: {dependency.public_id} belongs to another workflow.")
+        depends_on.append(dependency)
+    effective_priority = _boost(priority) if priority_boost else priority
+    task = Task.objects.create(
+        ticket=ticket,
+        workflow_id=ticket.workflow_id,
+        phase_id=phase_id,
+        task_type=task_type,
+        description=description,
+        priority=effective_priority,
+        priority_rank=Task.PRIORITY_RANK[Task.Priority(effective_priority)],
+        created_by_agent=actor if is_agent(actor) else None,
+    )
+    task.workflow = ticket.workflow
+    if depends_on:
+        task.depends_on.add(*depends_on)
+    _record(task, actor, "created", new_status=task.status, details={"depends_on": [d.public_id for d in depends_on]})
+    discovery = None
+    if source_task is not None:
+        discovery = Discovery.objects.create(
+            source_task=source_task,
+            discovery_type=discovery_type,
+            description=require_text(discovery_description or description, argument="discovery_description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX),
+            priority_boost=priority_boost,
+            spawned_task=task,
+            recorded_by_agent=actor if is_agent(actor) else None,
+        )
+        _record(source_task, actor, "discovery_recorded", details={"discovery_type": discovery_type, "spawned_task_id": task.public_id})
+        publish_on_commit(
+            "discovery.recorded", workflow=ticket.workflow.slug, ticket=ticket.public_id,
+            payload=payloads.discovery_payload(discovery),
+        )
+    _trajectory(actor, "task_created", task, {"task_id": task.public_id})
+    _publish("task.created", task)
+    return task, discovery
+
+
+def _ready_queryset(workflow_id: int, agent, task_types: list[str] | None):
+    unfinished_dependency = Task.depends_on.through.objects.filter(from_task_id=OuterRef("pk")).exclude(
+        to_task__status=Task.Status.COMPLETED
+    )
+    queryset = (
+        Task.objects.filter(workflow_id=workflow_id, status=Task.Status.PENDING)
+        .filter(Q(assigned_agent__isnull=True) | Q(assigned_agent=agent))
+        .exclude(ticket__is_blocked=True)
+        .filter(~Exists(unfinished_dependency))
+    )
+    if task_types:
+        queryset = queryset.filter(task_type__in=task_types)
+    return queryset.order_by("-priority_rank", "created_at", "id")
+
+
+def _grant_lease(task: Task, agent, now, *, event_type: str, details: dict | None = None) -> None:
+    old_status = task.status
+    task.status = Task.Status.CLAIMED
+    task.claimed_by = agent
+    task.assigned_agent = agent
+    task.lease_expires_at = now + timedelta(seconds=lease_seconds())
+    task.fencing_token += 1
+    task.attempts += 1
+    task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "fencing_token", "attempts", "updated_at"])
+    _record(task, agent, event_type, old_status=old_status, new_status=task.status, details={"fencing_token": task.fencing_token, **(details or {})})
+
+
+@transaction.atomic
+def task_claim_next(*, agent, workflow, task_types: list[str] | None = None) -> Task | None:
+    """Atomically claim the highest-priority ready task of the workflow (oldest first among equals).
+
+    Ready = pending, every dependency completed, ticket not blocked, unassigned or assigned to this
+    agent. Expired leases in the workflow are returned to the queue first. Returns None when nothing
+    is ready.
+    """
+    for task_type in task_types or []:
+        require_choice(task_type, Task.TaskType.values, argument="task_types")
+    now = timezone.now()
+    task_reap_expired_leases(workflow_id=workflow.id, now=now)
+    task = _ready_queryset(workflow.id, agent, task_types).select_for_update(skip_locked=True, of=("self",)).first()
+    if task is None:
+        return None
+    task.workflow = workflow
+    _grant_lease(task, agent, now, event_type="claimed")
+    _trajectory(agent, "task_claimed", task, {"task_id": task.public_id, "fencing_token": task.fencing_token})
+    _publish("task.claimed", task)
+    return task
+
+
+def _require_holder(task: Task, agent, fencing_token: int | None, *, action: str) -> None:
+    if task.status not in Task.ACTIVE_STATUSES or task.claimed_by_id != agent.agent_id:
+        holder = f"held by {task.claimed_by_id}" if task.status in Task.ACTIVE_STATUSES else f"'{task.status}'"
+        raise Conflict(
+            f"you do not hold {task.public_id} (it is {holder}); cannot {action}. "
+            "Your lease may have expired — claim new work with claim_next_task."
+        )
+    if fencing_token is not None and fencing_token != task.fencing_token:
+        raise Conflict(
+            f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}): the task was "
+            f"re-claimed after your lease expired; drop this work and claim again."
+        )
+
+
+@transaction.atomic
+def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
+    """Renew the caller's lease on a task it holds."""
+    task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
+    _require_holder(task, agent, fencing_token, action="renew the lease")
+    task.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds())
+    task.save(update_fields=["lease_expires_at", "updated_at"])
+    from agents.models import Agent
+
+    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
+    return task
+
+
+@transaction.atomic
+def task_release(*, agent, task_id, fencing_token: int | None = None, reason: str = "") -> Task:
+    """Give a held task back to the queue (pending, unassigned)."""
+    task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
+    _require_holder(task, agent, fencing_token, action="release it")
+    old_status = task.status
+    task.status = Task.Status.PENDING
+    task.claimed_by = None
+    task.assigned_agent = None
+    task.lease_expires_at = None
+    task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
+    _record(task, agent, "released", old_status=old_status, new_status=task.status, details={"reason": reason[:500]})
+    _trajectory(agent, "task_released", task, {"task_id": task.public_id})
+    _publish("task.released", task, {"released_by": agent.agent_id}, agents=[agent.agent_id])
+    return task
+
+
+@transaction.atomic
+def task_update_status(
+    *, actor, task_id, status: str, result: dict | None = None, error_message: str | None = None,
+    fencing_token: int | None = None,
+) -> Task:
+    """Move a task: pending→running (claims it for the caller), claimed→running, →completed/failed by the
+    holder, failed→pending (retry), →cancelled. A stale holder (expired lease, re-claimed) is refused."""
+    require_choice(status, Task.Status.values, argument="status")
+    task = selectors.task_get(task_id=task_id, actor=actor, for_update=True)
+    if not task.can_transition_to(status):
+        allowed = ", ".join(task.allowed_next_statuses()) or "none (final)"
+        raise Conflict(f"task {task.public_id} is '{task.status}'; allowed next: {allowed}.")
+    now = timezone.now()
+    old_status = task.status
+    if is_agent(actor):
+        if task.status in Task.ACTIVE_STATUSES:
+            _require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
+        elif task.status == Task.Status.PENDING and status == Task.Status.RUNNING:
+            if task.assigned_agent_id not in (None, actor.agent_id):
+                raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
+            _grant_lease(task, actor, now, event_type="claimed", details={"via": "update_task_status"})
+            old_status = task.status
+        elif fencing_token is not None and fencing_token != task.fencing_token:
+            raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}).")
+    if result is not None and len(str(result)) > MAX_RESULT_BYTES:
+        raise DomainError(f"result is larger than {MAX_RESULT_BYTES} bytes; store a summary and link to details.")
+    task.status = status
+    fields = ["status", "updated_at"]
+    if status == Task.Status.RUNNING and not task.started_at:
+        task.started_at = now
+        fields.append("started_at")
+    if status in (Task.Status.COMPLETED, Task.Status.FAILED, Task.Status.CANCELLED):
+        task.completed_at = now
+        task.lease_expires_at = None
+        fields += ["completed_at", "lease_expires_at"]
+    if status == Task.Status.PENDING:
+        task.claimed_by = None
+        task.lease_expires_at = None
+        task.error = ""
+        fields += ["claimed_by", "lease_expires_at", "error"]
+    if result is not None:
+        task.result = result
+        fields.append("result")
+    if error_message:
+        task.error = error_message[:10_000]
+        fields.append("error")
+    task.save(update_fields=list(dict.fromkeys(fields)))
+    _record(task, actor, "status_changed", old_status=old_status, new_status=status,
+            details={k: v for k, v in {"error": error_message and error_message[:500]}.items() if v})
+    _trajectory(actor, f"task_{status}", task, {"task_id": task.public_id})
+    _publish("task.status_changed", task, {"old_status": old_status})
+    return task
+
+
+def task_reap_expired_leases(*, workflow_id: int | None = None, now=None) -> int:
+    """Return tasks whose lease expired to the queue (skipping rows another transaction holds)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        queryset = Task.objects.filter(status__in=Task.ACTIVE_STATUSES, lease_expires_at__lt=now)
+        if workflow_id is not None:
+            queryset = queryset.filter(workflow_id=workflow_id)
+        expired = list(queryset.select_for_update(skip_locked=True, of=("self",)).select_related("workflow")[:500])
+        for task in expired:
+            previous_holder = task.claimed_by_id
+            old_status = task.status
+            task.status = Task.Status.PENDING
+            task.claimed_by = None
+            task.assigned_agent = None
+            task.lease_expires_at = None
+            task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
+            _record(task, None, "lease_expired", old_status=old_status, new_status=task.status,
+                    details={"previous_holder": previous_holder})
+            _publish("task.released", task, {"lease_expired_for": previous_holder}, agents=[previous_holder])
+        return len(expired)
+
+
+@transaction.atomic
+def task_register_conversation(*, agent, task_id, conversation_id: str, sandbox_id: str | None = None) -> Task:
+    """Attach the agent's conversation (and sandbox) id to a task it holds or is assigned."""
+    conversation_id = require_text(conversation_id, argument="conversation_id", min_length=1, max_length=200)
+    task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
+    if agent.agent_id not in (task.claimed_by_id, task.assigned_agent_id):
+        raise PermissionDenied(f"task {task.public_id} is not held by or assigned to you.")
+    task.conversation_id = conversation_id
+    fields = ["conversation_id", "updated_at"]
+    if sandbox_id:
+        task.sandbox_id = sandbox_id[:200]
+        fields.append("sandbox_id")
+    task.save(update_fields=fields)
+    _record(task, agent, "conversation_registered", details={"conversation_id": conversation_id, "sandbox_id": sandbox_id})
+    return task

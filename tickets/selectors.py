@@ -1,0 +1,169 @@
+"""Read-side queries on workflows and tickets, with workflow-scoped access checks."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Exists, OuterRef, QuerySet
+
+from omoi_site.domain import DomainError, NotFound, PermissionDenied, is_agent, parse_public_id
+from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
+
+SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
+
+
+def workflow_ids_for(actor) -> set[int] | None:
+    """Workflows the actor may see; None means all (staff users)."""
+    if actor is None:
+        return set()
+    if is_agent(actor):
+        return set(actor.workflows.values_list("id", flat=True))
+    return None if getattr(actor, "is_staff", False) else set()
+
+
+def can_access_workflow(actor, workflow_id: int) -> bool:
+    allowed = workflow_ids_for(actor)
+    return allowed is None or workflow_id in allowed
+
+
+def workflow_get(*, slug, actor) -> Workflow:
+    """The workflow with this slug, if the actor belongs to it."""
+    if not isinstance(slug, str) or not slug.strip():
+        raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
+    workflow = Workflow.objects.filter(slug=slug.strip()).first()
+    if workflow is None or not can_access_workflow(actor, workflow.id):
+        # Same message for 'missing' and 'not yours': do not reveal other workflows.
+        raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
+    return workflow
+
+
+def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: bool = False) -> Ticket:
+    """One ticket by public id ('TKT-42'), checking the actor's workflow access."""
+    pk = parse_public_id(ticket_id, Ticket.PUBLIC_PREFIX, argument=argument)
+    queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent")
+    if for_update:
+        queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow")
+    ticket = queryset.filter(pk=pk).first()
+    if ticket is None or not can_access_workflow(actor, ticket.workflow_id):
+        raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
+    return ticket
+
+
+def ticket_queryset_for(actor) -> QuerySet[Ticket]:
+    queryset = Ticket.objects.all()
+    allowed = workflow_ids_for(actor)
+    if allowed is not None:
+        queryset = queryset.filter(workflow_id__in=allowed)
+    return queryset
+
+
+def ticket_list(
+    *,
+    workflow: Workflow,
+    status: str | None = None,
+    ticket_type: str | None = None,
+    priority: str | None = None,
+    assigned_agent_id: str | None = None,
+    include_completed: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+    sort_by: str = "created_at",
+    sort_order: str = "desc",
+) -> tuple[list[Ticket], int]:
+    """A filtered, sorted page of a workflow's tickets and the total count."""
+    if status is not None and status not in Ticket.Status.values and status != "blocked":
+        raise DomainError(f"status must be one of: {', '.join(Ticket.Status.values)}, blocked; got {status!r}.")
+    if ticket_type is not None and ticket_type not in Ticket.TicketType.values:
+        raise DomainError(f"ticket_type must be one of: {', '.join(Ticket.TicketType.values)}; got {ticket_type!r}.")
+    if priority is not None and priority not in Ticket.Priority.values:
+        raise DomainError(f"priority must be one of: {', '.join(Ticket.Priority.values)}; got {priority!r}.")
+    if sort_by not in SORT_FIELDS:
+        raise DomainError(f"sort_by must be one of: {', '.join(SORT_FIELDS)}; got {sort_by!r}.")
+    if sort_order not in ("asc", "desc"):
+        raise DomainError(f"sort_order must be 'asc' or 'desc'; got {sort_order!r}.")
+    queryset = Ticket.objects.filter(workflow=workflow).select_related("assigned_agent")
+    if status == "blocked":
+        queryset = queryset.filter(is_blocked=True)
+    elif status:
+        queryset = queryset.filter(status=status)
+    if ticket_type:
+        queryset = queryset.filter(ticket_type=ticket_type)
+    if priority:
+        queryset = queryset.filter(priority=priority)
+    if assigned_agent_id:
+        queryset = queryset.filter(assigned_agent_id=assigned_agent_id)
+    if not include_completed:
+        queryset = queryset.exclude(status=Ticket.Status.DONE)
+    field = SORT_FIELDS[sort_by]
+    prefix = "-" if sort_order == "desc" else ""
+    total = queryset.count()
+    page = list(queryset.order_by(f"{prefix}{field}", f"{prefix}id")[offset : offset + limit])
+    return page, total
+
+
+def ticket_blockers(*, ticket: Ticket) -> list[Ticket]:
+    return list(Ticket.objects.filter(blocking_links__ticket=ticket).order_by("id"))
+
+
+def ticket_dependents(*, ticket: Ticket) -> list[Ticket]:
+    return list(Ticket.objects.filter(blocked_by_links__blocker=ticket).order_by("id"))
+
+
+def ticket_open_blocker_ids(*, ticket_id: int) -> list[int]:
+    return list(
+        TicketDependency.objects.filter(ticket_id=ticket_id)
+        .exclude(blocker__status=Ticket.Status.DONE)
+        .order_by("blocker_id")
+        .values_list("blocker_id", flat=True)
+    )
+
+
+def ticket_history(*, ticket: Ticket) -> list[TicketEvent]:
+    return list(TicketEvent.objects.filter(ticket=ticket).select_related("actor_agent", "actor_user"))
+
+
+def phase_history(*, ticket: Ticket) -> list[PhaseTransition]:
+    return list(PhaseTransition.objects.filter(ticket=ticket).select_related("actor_agent", "actor_user"))
+
+
+def ready_tickets(*, workflow: Workflow, limit: int = 20) -> dict:
+    """Open tickets split into ready (no open blocker) and not ready (with the blocking ids as the reason)."""
+    open_blocker = TicketDependency.objects.filter(ticket=OuterRef("pk")).exclude(blocker__status=Ticket.Status.DONE)
+    queryset = (
+        Ticket.objects.filter(workflow=workflow)
+        .exclude(status=Ticket.Status.DONE)
+        .annotate(has_open_blocker=Exists(open_blocker), open_blocker_count=Count("blocked_by_links"))
+        .order_by("-priority_rank", "created_at", "id")
+    )
+    ready = list(queryset.filter(has_open_blocker=False)[:limit])
+    waiting = list(queryset.filter(has_open_blocker=True)[:limit])
+    reasons = {}
+    for ticket in waiting:
+        reasons[ticket.id] = ticket_open_blocker_ids(ticket_id=ticket.id)
+    return {"ready": ready, "not_ready": [(t, reasons[t.id]) for t in waiting]}
+
+
+def dependency_path(*, start_id: int, target_id: int) -> list[int] | None:
+    """Blocker path start → … → target following 'blocked by' edges, or None (breadth-first)."""
+    edges: dict[int, list[int]] = {}
+    frontier = [start_id]
+    seen = {start_id}
+    parents: dict[int, int] = {}
+    while frontier:
+        rows = TicketDependency.objects.filter(ticket_id__in=frontier).values_list("ticket_id", "blocker_id")
+        next_frontier = []
+        for ticket_id, blocker_id in rows:
+            edges.setdefault(ticket_id, []).append(blocker_id)
+            if blocker_id in seen:
+                continue
+            seen.add(blocker_id)
+            parents[blocker_id] = ticket_id
+            if blocker_id == target_id:
+                path = [blocker_id]
+                while path[-1] != start_id:
+                    path.append(parents[path[-1]])
+                return list(reversed(path))
+            next_frontier.append(blocker_id)
+        frontier = next_frontier
+    return None
+
+
+
