@@ -29,9 +29,6 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import Field
-
-from agents.sandboxes import SandboxError, SandboxHandle
 from openhands.sdk.llm import ImageContent, TextContent
 from openhands.sdk.tool import (
     Action,
@@ -42,6 +39,9 @@ from openhands.sdk.tool import (
     ToolExecutor,
     register_tool,
 )
+from pydantic import Field
+
+from agents.sandboxes import SandboxError, SandboxHandle
 
 if TYPE_CHECKING:
     from openhands.sdk.conversation import LocalConversation

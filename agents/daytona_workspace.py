@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from openhands.sdk.workspace import LocalWorkspace
+from openhands.sdk.workspace.models import CommandResult, FileOperationResult
 from pydantic import PrivateAttr
 
 from agents.sandboxes import SandboxError, SandboxHandle
-from openhands.sdk.workspace import LocalWorkspace
-from openhands.sdk.workspace.models import CommandResult, FileOperationResult
 
 
 class DaytonaLocalWorkspace(LocalWorkspace):

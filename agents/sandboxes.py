@@ -122,7 +122,7 @@ def _wrap_script(command: str, *, cwd: str | None, env: dict[str, str] | None) -
     The command runs in the script's own shell (not a subshell) so that its `cd` and `export` take effect;
     an EXIT trap reports the directory even when the command itself calls `exit`, and keeps its status.
     """
-    lines = [f"trap '__omoios_status=$?; printf \"\\n{_CWD_MARKER}%s\\n\" \"$(pwd)\"; exit $__omoios_status' EXIT"]
+    lines = [f'trap \'__omoios_status=$?; printf "\\n{_CWD_MARKER}%s\\n" "$(pwd)"; exit $__omoios_status\' EXIT']
     if cwd:
         lines.append(f"cd {shlex.quote(cwd)} || exit 1")
     for key, value in (env or {}).items():

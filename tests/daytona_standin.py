@@ -237,8 +237,12 @@ class DaytonaTestServer:
             else:
                 name, part_type = "error", "application/json"
                 data = json.dumps(
-                    {"message": f"file not found: {path}", "statusCode": 404, "code": "FILE_NOT_FOUND",
-                     "source": "DAYTONA_DAEMON"}
+                    {
+                        "message": f"file not found: {path}",
+                        "statusCode": 404,
+                        "code": "FILE_NOT_FOUND",
+                        "source": "DAYTONA_DAEMON",
+                    }
                 ).encode()
             chunks.append(
                 f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{path}"\r\n'

@@ -171,7 +171,7 @@ def _vector_literal(vector: list[float]) -> str:
 def _keyword_candidates(
     cursor, *, query: str, where: str, params: dict, count: int, want: int, include_comments: bool
 ) -> list[tuple[int, float]]:
-    """[(ticket_id, rank)] best first. Tickets containing every query word rank above partial matches."""
+    """[(ticket_id, score)] best first. Tickets containing every query word rank above partial matches."""
     uses_syntax = bool(_WEBSEARCH_SYNTAX.search(query))
     strict = "websearch_to_tsquery('english', %(q)s)" if uses_syntax else "plainto_tsquery('english', %(q)s)"
     loose = _LOOSE_TSQUERY
@@ -194,12 +194,13 @@ def _keyword_candidates(
         GROUP BY id ORDER BY all_words DESC, rank DESC, id DESC LIMIT %(k)s"""
     params = {**params, "q": query, "k": count}
     cursor.execute(sql.format(tsq=strict), params)
-    rows = [(row[0], float(row[1])) for row in cursor.fetchall()]
+    rows = cursor.fetchall()
     if len(rows) < want and not uses_syntax:
         cursor.execute(sql.format(tsq=loose), params)
-        seen = {ticket_id for ticket_id, _ in rows}
-        rows += [(row[0], float(row[1])) for row in cursor.fetchall() if row[0] not in seen][: count - len(rows)]
-    return rows
+        seen = {row[0] for row in rows}
+        rows += [row for row in cursor.fetchall() if row[0] not in seen][: count - len(rows)]
+    # One score scale whose order matches the result order: every word matched → [0.5, 1), some → [0, 0.5).
+    return [(ticket_id, (0.5 if all_words else 0.0) + 0.5 * rank / (1 + rank)) for ticket_id, rank, all_words in rows]
 
 
 def _semantic_candidates(
@@ -307,8 +308,9 @@ def ticket_search(
     """Find tickets in the given workflows by keyword, meaning, or both (see module docstring).
 
     Returns up to `limit` dicts, best first: {"ticket_id": "TKT-n", "title", "status", "priority",
-    "snippet" (≤160 chars), "score", "matched": ["keyword"|"semantic", …]}. `score` is the RRF score
-    (hybrid), the ts_rank_cd rank (keyword) or the cosine similarity (semantic); higher is better.
+    "snippet" (≤160 chars), "score", "matched": ["keyword"|"semantic", …]}. `score` is higher for better
+    matches: hybrid — the RRF score; keyword — ts_rank_cd squashed into [0, 1), ≥ 0.5 when the ticket (or
+    one of its comments) holds every query word; semantic — the cosine similarity.
     Filters: status, priority, ticket_type (a value or a list), tags (any of), tags_all (all of),
     assigned_agent_id, include_completed (false hides done tickets), is_blocked.
     Raises DomainError for bad input; DomainError too when semantic search is asked for and the embedding
@@ -352,7 +354,7 @@ def ticket_search(
                 where=where,
                 params=params,
                 count=candidate_count,
-                want=limit,
+                want=limit if search_type == "keyword" else 0,
                 include_comments=include_comments,
             )
         if vector is not None:
@@ -361,7 +363,7 @@ def ticket_search(
             )
 
         if search_type == "keyword":
-            ranked = [(ticket_id, round(rank, 4), ["keyword"]) for ticket_id, rank in keyword]
+            ranked = [(ticket_id, round(score, 4), ["keyword"]) for ticket_id, score in keyword]
         elif search_type == "semantic":
             ranked = [(ticket_id, round(1 - distance, 3), ["semantic"]) for ticket_id, distance in semantic]
         else:

@@ -1,0 +1,49 @@
+"""Periodic jobs run through Django's Tasks API on the database backend (the real worker command)."""
+
+from datetime import timedelta
+
+from django.core.management import call_command
+from django.utils import timezone
+
+
+def test_lease_reaper_job_returns_expired_tasks_to_the_queue(transactional_db, workflow, make_agent):
+    from tasks.models import Task, TaskEvent
+    from tasks.services import task_claim_next, task_create
+    from tasks.tasks import reap_expired_leases
+    from tickets.services import ticket_create
+
+    agent = make_agent("sleepy", workflow)[0]
+    ticket = ticket_create(actor=agent, workflow=workflow, title="Lease test", description="A task whose holder dies")
+    task_create(actor=agent, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Work that gets abandoned")
+    live = task_create(actor=agent, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Work still leased")[0]
+    abandoned = task_claim_next(agent=agent, workflow=workflow)
+    task_claim_next(agent=agent, workflow=workflow)
+    Task.objects.filter(pk=abandoned.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    result = reap_expired_leases.enqueue()
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+
+    result.refresh()
+    assert result.status == "SUCCESSFUL" and result.return_value == 1
+    abandoned.refresh_from_db()
+    assert (abandoned.status, abandoned.claimed_by_id) == ("pending", None)
+    assert TaskEvent.objects.get(task=abandoned, event_type="lease_expired").details == {"previous_holder": "sleepy"}
+    assert Task.objects.get(pk=live.pk).status == "claimed"
+
+
+def test_stale_handoffs_expire(transactional_db, workflow, make_agent):
+    from collaboration.models import Handoff
+    from collaboration.services import handoff_request
+    from collaboration.tasks import expire_stale_handoffs
+    from tasks.services import task_claim_next, task_create
+    from tickets.services import ticket_create
+
+    owner, other = make_agent("owner", workflow)[0], make_agent("other", workflow)[0]
+    ticket = ticket_create(actor=owner, workflow=workflow, title="Expiry", description="Nobody answers the hand-off")
+    task_create(actor=owner, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Task to hand over")
+    task = task_claim_next(agent=owner, workflow=workflow)
+    handoff = handoff_request(from_agent=owner, to_agent_id="other", task_id=task.id, reason="Nobody will answer this.")
+    Handoff.objects.filter(pk=handoff.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    expire_stale_handoffs.enqueue()
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+    assert Handoff.objects.get(pk=handoff.pk).status == "expired"
