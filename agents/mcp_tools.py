@@ -49,9 +49,10 @@ from openhands.sdk.tool import (
     ToolExecutor,
     register_tool,
 )
+import httpx
 from pydantic import Field
 
-from agents.mcp_client import MCPClient, MCPError, MCPToolError
+from agents.mcp_client import MCPClient, MCPError, MCPToolError, RetryPolicy
 
 if TYPE_CHECKING:
     from openhands.sdk.conversation import LocalConversation
@@ -720,12 +721,13 @@ def _connection_id(mcp_url: str, token: str | None) -> str:
     return hashlib.sha256(f"{mcp_url}\0{token or ''}".encode()).hexdigest()[:16]
 
 
-def open_connection(mcp_url: str, token: str | None = None) -> str:
-    """Open (or reuse) this process's client for (url, token); returns the id tools refer to it by."""
+def open_connection(mcp_url: str, token: str | None = None, **client_options: Any) -> str:
+    """Open (or reuse) this process's client for (url, token); returns the id tools refer to it by.
+    `client_options` (timeout, retry) apply when the client is first opened."""
     connection = _connection_id(mcp_url, token)
     with _connections_lock:
         if connection not in _connections:
-            _connections[connection] = MCPClient(mcp_url, token)
+            _connections[connection] = MCPClient(mcp_url, token, **client_options)
     return connection
 
 
@@ -755,14 +757,23 @@ def _register_tool_classes() -> None:
         _registered = True
 
 
-def register_mcp_tools_with_agent(agent_tools: list, mcp_url: str, token: str | None = None) -> list:
+def register_mcp_tools_with_agent(
+    agent_tools: list,
+    mcp_url: str,
+    token: str | None = None,
+    *,
+    timeout: httpx.Timeout | float | None = None,
+    retry: RetryPolicy | None = None,
+) -> list:
     """Return `agent_tools` plus the 27 OmoiOS tool specs (`mcp__<name>`) for `Agent(tools=…)`.
 
     `token` is the agent's bearer token (default: $OMOIOS_AGENT_TOKEN). All 27 tools share one HTTP
-    client per (url, token) in this process; the specs carry only a connection id and the url.
+    client per (url, token) in this process (`timeout`/`retry` configure it when it is first opened);
+    the specs carry only a connection id and the url, never the token.
     """
     token = token if token is not None else os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
-    connection = open_connection(mcp_url, token)
+    options = {key: value for key, value in {"timeout": timeout, "retry": retry}.items() if value is not None}
+    connection = open_connection(mcp_url, token, **options)
     _register_tool_classes()
     return list(agent_tools) + [
         Tool(name=tool_class.name, params={"connection": connection, "mcp_url": mcp_url})

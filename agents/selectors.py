@@ -61,3 +61,18 @@ def sandbox_run_list(*, workflow_id: int | None = None):
     if workflow_id is not None:
         queryset = queryset.filter(workflow_id=workflow_id)
     return queryset
+
+
+# --- REST API detail (issue 8: added by the REST door's author; reviewed by the lead) -------------------
+
+
+def sandbox_run_get(*, run_id, actor) -> SandboxRun:
+    """One sandbox run by id, if it belongs to one of the actor's workflows."""
+    from omoi_site.domain import parse_public_id
+    from tickets.selectors import can_access_workflow
+
+    pk = parse_public_id(run_id, "RUN", argument="run_id")
+    run = SandboxRun.objects.select_related("agent", "task", "workflow").filter(pk=pk).first()
+    if run is None or not can_access_workflow(actor, run.workflow_id):
+        raise NotFound(f"No sandbox run RUN-{pk} in your workflows (run_id).")
+    return run

@@ -44,3 +44,122 @@ def handoffs_for(*, agent, status: str | None = None) -> list[Handoff]:
     if status:
         queryset = queryset.filter(status=status)
     return list(queryset[:50])
+
+
+# --- dashboard read models (issue 7: live dashboards) -----------------------------------------------
+# Read-only queries behind the dashboard pages and the dashboard websocket; each is scoped by the
+# caller's visible workflows (tickets.selectors.workflow_ids_for: staff see all).
+
+
+def visible_workflow_slugs(*, actor) -> set[str] | None:
+    """Slugs of the workflows the actor may see; None means every workflow (staff)."""
+    from tickets.models import Workflow
+    from tickets.selectors import workflow_ids_for
+
+    allowed = workflow_ids_for(actor)
+    if allowed is None:
+        return None
+    return set(Workflow.objects.filter(id__in=allowed).values_list("slug", flat=True))
+
+
+def dashboard_workflows(*, actor) -> list:
+    """The actor's workflows with per-status ticket counts (`status_counts`), blocked and agent counts."""
+    from django.db.models import Count, Q
+
+    from tickets.models import Ticket, Workflow
+    from tickets.selectors import workflow_ids_for
+
+    queryset = Workflow.objects.all()
+    allowed = workflow_ids_for(actor)
+    if allowed is not None:
+        queryset = queryset.filter(id__in=allowed)
+    counts = {
+        status: Count("tickets", filter=Q(tickets__status=status), distinct=True) for status in Ticket.Status.values
+    }
+    queryset = queryset.annotate(
+        blocked_count=Count("tickets", filter=Q(tickets__is_blocked=True), distinct=True),
+        agent_count=Count("agents", distinct=True),
+        **{f"count_{status.replace('-', '_')}": expression for status, expression in counts.items()},
+    ).order_by("slug")
+    workflows = list(queryset)
+    for workflow in workflows:
+        workflow.status_counts = [(s, getattr(workflow, f"count_{s.replace('-', '_')}")) for s in Ticket.Status.values]
+        workflow.open_count = sum(n for s, n in workflow.status_counts if s != Ticket.Status.DONE)
+    return workflows
+
+
+def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
+    """The workflow's recent activity, newest first, in the shape of live events:
+    {"event", "at" (datetime), "ticket", "payload"} — messages, hand-offs, discoveries and ticket history."""
+    from collaboration import payloads
+    from tasks.models import Discovery
+    from tasks.payloads import discovery_payload
+    from tickets.models import TicketEvent
+
+    items: list[dict] = []
+    for message in Message.objects.filter(workflow=workflow).exclude(
+        message_type__in=[Message.MessageType.HANDOFF_REQUEST, Message.MessageType.HANDOFF_ACCEPTED, Message.MessageType.HANDOFF_DECLINED]
+    ).order_by("-created_at", "-id")[:limit]:
+        items.append({"event": "message.sent", "at": message.created_at, "ticket": f"TKT-{message.ticket_id}" if message.ticket_id else None,
+                      "payload": payloads.message_payload(message)})
+    for handoff in Handoff.objects.filter(workflow=workflow).select_related("task").order_by("-created_at", "-id")[:limit]:
+        event = {"requested": "handoff.requested", "accepted": "handoff.accepted", "declined": "handoff.declined"}.get(handoff.status, "handoff.requested")
+        items.append({"event": event, "at": handoff.responded_at or handoff.created_at, "ticket": f"TKT-{handoff.task.ticket_id}",
+                      "payload": payloads.handoff_payload(handoff)})
+    for discovery in Discovery.objects.filter(source_task__workflow=workflow).select_related("source_task").order_by("-created_at", "-id")[:limit]:
+        items.append({"event": "discovery.recorded", "at": discovery.created_at, "ticket": f"TKT-{discovery.source_task.ticket_id}",
+                      "payload": discovery_payload(discovery)})
+    history_kinds = {"created": "ticket.created", "status_changed": "ticket.status_changed", "unblocked": "ticket.unblocked",
+                     "blocked": "ticket.blocked"}
+    for row in TicketEvent.objects.filter(ticket__workflow=workflow, event_type__in=history_kinds).select_related(
+        "ticket", "actor_agent", "actor_user"
+    ).order_by("-created_at", "-id")[:limit]:
+        ticket = row.ticket
+        new = row.new_value
+        status = new.get("status") if isinstance(new, dict) else (new if row.event_type == "status_changed" else ticket.status)
+        event = "ticket.resolved" if row.event_type == "status_changed" and new == "done" else history_kinds[row.event_type]
+        by = row.actor_agent_id or (f"user:{row.actor_user.get_username()}" if row.actor_user_id else None)
+        items.append({"event": event, "at": row.created_at, "ticket": ticket.public_id,
+                      "payload": {"ticket_id": ticket.public_id, "title": ticket.title, "status": status,
+                                  "old_status": row.old_value if row.event_type == "status_changed" else None, "by": by}})
+    items.sort(key=lambda item: item["at"], reverse=True)
+    return items[:limit]
+
+
+def workflow_agents_overview(*, workflow) -> list:
+    """Agents of the workflow, each with `current_tasks` (claimed/running) and `runs` (its sandbox runs in
+    this workflow, newest first) and `total_cost_usd`."""
+    from decimal import Decimal
+
+    from agents.models import SandboxRun
+    from agents.selectors import agent_list
+    from tasks.models import Task
+
+    agents = list(agent_list(workflow_id=workflow.id).order_by("agent_id"))
+    active = {}
+    for task in Task.objects.filter(workflow=workflow, status__in=Task.ACTIVE_STATUSES).order_by("id"):
+        active.setdefault(task.claimed_by_id, []).append(task)
+    runs = {}
+    for run in SandboxRun.objects.filter(workflow=workflow).select_related("task").order_by("-created_at", "-id")[:500]:
+        runs.setdefault(run.agent_id, []).append(run)
+    for agent in agents:
+        agent.current_tasks = active.get(agent.agent_id, [])
+        agent.runs = runs.get(agent.agent_id, [])
+        agent.total_cost_usd = sum((run.llm_cost_usd for run in agent.runs), Decimal("0"))
+    return agents
+
+
+def ticket_page(*, ticket) -> dict:
+    """Everything the ticket dashboard page shows besides the ticket itself."""
+    from tasks.selectors import workflow_graph
+    from tickets.selectors import phase_history, ticket_blockers, ticket_dependents, ticket_history
+
+    return {
+        "history": ticket_history(ticket=ticket),
+        "phases": phase_history(ticket=ticket),
+        "comments": list(ticket.comments.select_related("author_agent", "author_user").order_by("created_at", "id")),
+        "commits": list(ticket.commits.order_by("created_at", "id")),
+        "blockers": ticket_blockers(ticket=ticket),
+        "dependents": ticket_dependents(ticket=ticket),
+        "graph": workflow_graph(ticket=ticket),
+    }

@@ -100,3 +100,27 @@ def workflow_graph(*, ticket) -> dict:
         ],
         "edges": edges,
     }
+
+
+# --- REST API list (issue 8: added by the REST door's author; reviewed by the lead) ---------------------
+
+
+def task_list(*, actor, workflow=None, ticket=None, status: str | None = None, task_type: str | None = None):
+    """Tasks the actor may see (optionally one workflow's or one ticket's), as a queryset for pagination."""
+    if status is not None and status not in Task.Status.values:
+        raise DomainError(f"status must be one of: {', '.join(Task.Status.values)}; got {status!r}.")
+    if task_type is not None and task_type not in Task.TaskType.values:
+        raise DomainError(f"task_type must be one of: {', '.join(Task.TaskType.values)}; got {task_type!r}.")
+    queryset = Task.objects.select_related("workflow")
+    allowed = workflow_ids_for(actor)
+    if allowed is not None:
+        queryset = queryset.filter(workflow_id__in=allowed)
+    if workflow is not None:
+        queryset = queryset.filter(workflow=workflow)
+    if ticket is not None:
+        queryset = queryset.filter(ticket=ticket)
+    if status:
+        queryset = queryset.filter(status=status)
+    if task_type:
+        queryset = queryset.filter(task_type=task_type)
+    return queryset

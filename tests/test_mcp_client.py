@@ -191,19 +191,21 @@ def test_call_tool_returns_the_parsed_json_result(worker, endpoint, mcp_for):
     _, token = worker
     with MCPClient(endpoint, token) as client:
         created = _create_ticket(client)
-        fetched = client.call_tool("get_ticket", {"ticket_id": created["id"]})
+        ticket_id = created["ticket"]["ticket_id"]
+        fetched = client.call_tool("get_ticket", {"ticket_id": ticket_id})
     # the ticket is really there: the reference client (the `mcp` package) reads it too
-    reference = mcp_for(token).call("get_ticket", ticket_id=created["id"])
+    reference = mcp_for(token).call("get_ticket", ticket_id=ticket_id)
     assert fetched == reference
-    assert created["id"].startswith("TKT-")
+    assert ticket_id.startswith("TKT-")
 
 
 def test_call_tool_text_is_the_servers_compact_json(worker, endpoint, mcp_for):
     _, token = worker
     with MCPClient(endpoint, token) as client:
         created = _create_ticket(client)
-        text = client.call_tool_text("get_ticket", {"ticket_id": created["id"]})
-    reference = mcp_for(token).raw_call("get_ticket", {"ticket_id": created["id"]}).content[0].text
+        ticket_id = created["ticket"]["ticket_id"]
+        text = client.call_tool_text("get_ticket", {"ticket_id": ticket_id})
+    reference = mcp_for(token).raw_call("get_ticket", {"ticket_id": ticket_id}).content[0].text
     assert text == reference
     assert ": " not in text[:50] and "\n" not in text
 
@@ -261,14 +263,14 @@ def test_async_client_lists_and_calls(worker, endpoint):
                     "description": "Created through the asyncio client.",
                 },
             )
-            fetched = await client.call_tool("get_ticket", {"ticket_id": created["id"]})
+            fetched = await client.call_tool("get_ticket", {"ticket_id": created["ticket"]["ticket_id"]})
             with pytest.raises(MCPToolError) as caught:
                 await client.call_tool("get_ticket", {"ticket_id": "TKT-999999"})
             return tools, created, fetched, caught.value
 
     tools, created, fetched, error = asyncio.run(scenario())
     assert "create_ticket" in {tool["name"] for tool in tools}
-    assert fetched["id"] == created["id"]
+    assert fetched["ticket_id"] == created["ticket"]["ticket_id"]
     assert "TKT-999999" in error.message
 
 
@@ -351,7 +353,7 @@ def test_a_write_whose_answer_was_lost_is_retried_without_applying_it_twice(work
     # then the retry replayed the first result instead of creating a second ticket
     assert proxy.steps()[-2:] == ["forward-drop", "forward"]
     assert Ticket.objects.filter(title="Only once please").count() == 1
-    assert created["id"] == Ticket.objects.get(title="Only once please").public_id
+    assert created["ticket"]["ticket_id"] == Ticket.objects.get(title="Only once please").public_id
 
 
 def test_one_connection_is_reused_and_get_is_never_sent(worker, proxy_to):

@@ -167,3 +167,13 @@ def dependency_path(*, start_id: int, target_id: int) -> list[int] | None:
 
 
 
+
+
+# --- REST API list (issue 8: added by the REST door's author; reviewed by the lead) ---------------------
+
+
+def ticket_comments(*, ticket: Ticket):
+    """A ticket's comments (queryset, for cursor pagination); the caller already checked access to the ticket."""
+    from tickets.models import TicketComment
+
+    return TicketComment.objects.filter(ticket=ticket).select_related("author_user")

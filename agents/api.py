@@ -1,0 +1,191 @@
+"""REST door for agents and sandbox runs (read-only): who is in a workflow, what an agent did, where and
+how each worker ran. Thin over `agents.selectors` (trajectories are the same the MCP tool returns)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from agents import selectors
+from agents.models import SandboxRun
+from omoi_site.api_support import ApiView, CursorQuery, paginate_queryset, paginated, validated_query
+from omoi_site.domain import NotFound, is_agent
+from tickets.selectors import can_access_workflow, workflow_get
+
+TAG = ["agents"]
+AGENT_ID_PARAM = OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. worker-1")
+RUN_ID_PARAM = OpenApiParameter("run_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. RUN-4 (or 4)")
+
+
+def _iso(value):
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def agent_payload(agent) -> dict:
+    return {
+        "agent_id": agent.agent_id,
+        "agent_type": agent.agent_type,
+        "template": agent.template or None,
+        "capabilities": list(agent.capabilities),
+        "status": agent.status,
+        "workflows": sorted(w.slug for w in agent.workflows.all()),
+        "last_heartbeat": _iso(agent.last_heartbeat),
+        "created_at": _iso(agent.created_at),
+    }
+
+
+def sandbox_run_payload(run) -> dict:
+    return {
+        "run_id": f"RUN-{run.id}",
+        "agent_id": run.agent_id,
+        "workflow_id": run.workflow.slug,
+        "task_id": f"TSK-{run.task_id}" if run.task_id else None,
+        "ticket_id": f"TKT-{run.ticket_id}" if run.ticket_id else None,
+        "template": run.template,
+        "provider": run.provider,
+        "sandbox_id": run.sandbox_id or None,
+        "status": run.status,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at),
+        "exit_code": run.exit_code,
+        "sandbox_seconds": run.sandbox_seconds,
+        "llm_prompt_tokens": run.llm_prompt_tokens,
+        "llm_completion_tokens": run.llm_completion_tokens,
+        "llm_cost_usd": str(run.llm_cost_usd),
+        "log_tail": run.log_tail,
+        "error": run.error,
+    }
+
+
+class AgentSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    agent_type = serializers.CharField()
+    template = serializers.CharField(allow_null=True)
+    capabilities = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    workflows = serializers.ListField(child=serializers.CharField())
+    last_heartbeat = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class TrajectoryStepSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    event = serializers.CharField()
+    task_id = serializers.CharField(required=False)
+    ticket_id = serializers.CharField(required=False)
+    payload = serializers.DictField(required=False)
+
+
+class TrajectorySerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    status = serializers.CharField()
+    steps = TrajectoryStepSerializer(many=True)
+
+
+class SandboxRunSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    agent_id = serializers.CharField()
+    workflow_id = serializers.CharField()
+    task_id = serializers.CharField(allow_null=True)
+    ticket_id = serializers.CharField(allow_null=True)
+    template = serializers.CharField(allow_blank=True)
+    provider = serializers.CharField()
+    sandbox_id = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    exit_code = serializers.IntegerField(allow_null=True)
+    sandbox_seconds = serializers.FloatField()
+    llm_prompt_tokens = serializers.IntegerField()
+    llm_completion_tokens = serializers.IntegerField()
+    llm_cost_usd = serializers.DecimalField(max_digits=10, decimal_places=4, coerce_to_string=True)
+    log_tail = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class AgentListQuery(CursorQuery):
+    workflow = serializers.CharField(max_length=100, help_text="workflow slug")
+
+
+class TrajectoryQuery(serializers.Serializer):
+    include_full_history = serializers.BooleanField(required=False, default=False)
+
+
+class SandboxRunListQuery(CursorQuery):
+    workflow = serializers.CharField(max_length=100, help_text="workflow slug")
+    status = serializers.ChoiceField(choices=SandboxRun.Status.values, required=False)
+
+
+def _visible_agent(request, agent_id: str):
+    """The agent, if the caller is it, shares a workflow with it, or is staff; else 404 (no leak)."""
+    agent = selectors.agent_get(agent_id=agent_id)
+    caller = request.user
+    if is_agent(caller):
+        if agent.agent_id != caller.agent_id and not (
+            selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)
+        ):
+            raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
+    elif not any(can_access_workflow(caller, workflow_id) for workflow_id in selectors.agent_workflow_ids(agent=agent) or {0}):
+        raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
+    return agent
+
+
+class AgentCollectionView(ApiView):
+    cursor_ordering = ("agent_id",)
+
+    @extend_schema(tags=TAG, operation_id="agents_list", parameters=[AgentListQuery], responses=paginated("AgentPage", AgentSerializer),
+                   summary="Agents of a workflow")
+    def get(self, request):
+        query = validated_query(AgentListQuery, request)
+        workflow = workflow_get(slug=query["workflow"], actor=request.user)
+        return paginate_queryset(self, request, selectors.agent_list(workflow_id=workflow.id), agent_payload)
+
+
+class AgentDetailView(ApiView):
+    @extend_schema(tags=TAG, operation_id="agents_retrieve", parameters=[AGENT_ID_PARAM], responses=AgentSerializer,
+                   summary="One agent of your workflows")
+    def get(self, request, agent_id):
+        return Response(agent_payload(_visible_agent(request, agent_id)))
+
+
+class AgentTrajectoryView(ApiView):
+    @extend_schema(tags=TAG, operation_id="agents_trajectory", parameters=[AGENT_ID_PARAM, TrajectoryQuery],
+                   responses=TrajectorySerializer, summary="What an agent did, oldest first (last 50 steps unless full history)")
+    def get(self, request, agent_id):
+        query = validated_query(TrajectoryQuery, request)
+        agent = _visible_agent(request, agent_id)
+        events = selectors.agent_trajectory(agent=agent, include_full_history=query["include_full_history"])
+        steps = [
+            {k: v for k, v in {
+                "at": _iso(e.created_at), "event": e.event_type,
+                "task_id": f"TSK-{e.task_id}" if e.task_id else None,
+                "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None, "payload": e.payload or None,
+            }.items() if v is not None}
+            for e in events
+        ]
+        return Response({"agent_id": agent.agent_id, "status": agent.status, "steps": steps})
+
+
+class SandboxRunCollectionView(ApiView):
+    cursor_ordering = ("-created_at", "-id")
+
+    @extend_schema(tags=["sandbox-runs"], operation_id="sandbox_runs_list", parameters=[SandboxRunListQuery],
+                   responses=paginated("SandboxRunPage", SandboxRunSerializer), summary="Sandbox runs of a workflow, newest first")
+    def get(self, request):
+        query = validated_query(SandboxRunListQuery, request)
+        workflow = workflow_get(slug=query["workflow"], actor=request.user)
+        runs = selectors.sandbox_run_list(workflow_id=workflow.id)
+        if query.get("status"):
+            runs = runs.filter(status=query["status"])
+        return paginate_queryset(self, request, runs, sandbox_run_payload)
+
+
+class SandboxRunDetailView(ApiView):
+    @extend_schema(tags=["sandbox-runs"], operation_id="sandbox_runs_retrieve", parameters=[RUN_ID_PARAM],
+                   responses=SandboxRunSerializer, summary="One sandbox run: provider, status, timing, cost, log tail")
+    def get(self, request, run_id):
+        return Response(sandbox_run_payload(selectors.sandbox_run_get(run_id=run_id, actor=request.user)))

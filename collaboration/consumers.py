@@ -1,0 +1,206 @@
+"""Websocket doors: live event streams for dashboards (humans, session auth) and agents (bearer token).
+
+Services publish `omoi.event` messages after commit to the Channels groups `workflow.<slug>`,
+`ticket.<TKT-n>` and `agent.<agent_id>` (omoi_site.events); these consumers only authenticate, join the
+groups the caller may see, filter and forward. They never write and never publish.
+
+Close codes (sent after accepting, so browsers and clients can read them):
+4400 bad subscription request · 4401 not authenticated · 4403 not allowed · 4404 unknown workflow/ticket/agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from omoi_site.domain import DomainError
+from omoi_site.events import EVENT_NAMES, agent_group, ticket_group, workflow_group
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+MAX_SUBSCRIPTIONS = 50
+
+
+def _query(scope) -> dict[str, list[str]]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    params = parse_qs(raw, keep_blank_values=False)
+    # `?workflow=a,b` and `?workflow=a&workflow=b` mean the same.
+    return {key: [item.strip() for value in values for item in value.split(",") if item.strip()] for key, values in params.items()}
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _event_matches(event: str, wanted: set[str]) -> bool:
+    """`wanted` holds exact names ('ticket.resolved') or prefixes ('ticket.*'); empty means everything."""
+    if not wanted:
+        return True
+    return event in wanted or any(w.endswith(".*") and event.startswith(w[:-1]) for w in wanted)
+
+
+class _EventForwarder(AsyncJsonWebsocketConsumer):
+    """Joins groups, forwards `omoi.event` messages once each (a socket in both `workflow.x` and
+    `ticket.TKT-1` receives the same event twice from the layer), answers pings."""
+
+    groups_joined: list[str]
+    wanted_events: set[str]
+    allowed_workflows: set[str] | None  # None: every workflow
+
+    async def _join(self, groups: list[str]) -> None:
+        self.groups_joined = list(dict.fromkeys(groups))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self._recent: deque[str] = deque(maxlen=512)
+        self._recent_set: set[str] = set()
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        # Accept first: a close before accept is an HTTP 403 without the code or the reason.
+        await self.accept()
+        await self.send_json({"type": "error", "code": code, "message": reason})
+        await self.close(code=code)
+
+    async def disconnect(self, code):
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong", "id": content.get("id")})
+        else:
+            await self.send_json({"type": "error", "code": CLOSE_BAD_REQUEST, "message": "send {\"type\": \"ping\"}; this socket is receive-only."})
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
+        except (ValueError, TypeError):
+            await self.send_json({"type": "error", "code": CLOSE_BAD_REQUEST, "message": "messages must be JSON objects."})
+
+    def _first_delivery(self, message: dict) -> bool:
+        key = hashlib.sha1(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+        if key in self._recent_set:
+            return False
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(key)
+        self._recent_set.add(key)
+        return True
+
+    async def omoi_event(self, message: dict) -> None:
+        if not _event_matches(message.get("event", ""), self.wanted_events):
+            return
+        if self.allowed_workflows is not None and message.get("workflow") not in self.allowed_workflows:
+            return
+        if not self._first_delivery(message):
+            return
+        await self.send_json(message)
+
+
+# --- database reads (through selectors) ------------------------------------------------------------
+
+
+@database_sync_to_async
+def _dashboard_subscription(user, workflows: list[str], tickets: list[str], agents: list[str]):
+    """(groups, allowed workflow slugs or None) for a user, or raise DomainError."""
+    from agents.selectors import agent_get, agent_workflow_ids
+    from tickets.selectors import ticket_get, workflow_get, workflow_ids_for
+
+    groups: list[str] = []
+    for slug in workflows:
+        groups.append(workflow_group(workflow_get(slug=slug, actor=user).slug))
+    for ticket_id in tickets:
+        groups.append(ticket_group(ticket_get(ticket_id=ticket_id, actor=user, argument="ticket").public_id))
+    allowed_ids = workflow_ids_for(user)
+    for agent_id in agents:
+        agent = agent_get(agent_id=agent_id, argument="agent")
+        if allowed_ids is not None and not (agent_workflow_ids(agent=agent) & allowed_ids):
+            raise DomainError(f"No agent '{agent_id}' in your workflows (agent).")
+        groups.append(agent_group(agent.agent_id))
+    from collaboration.selectors import visible_workflow_slugs
+
+    return groups, visible_workflow_slugs(actor=user)
+
+
+@database_sync_to_async
+def _agent_for_token(raw_token: str):
+    from agents.selectors import agent_for_token
+
+    return agent_for_token(raw_token=raw_token)
+
+
+# --- consumers -------------------------------------------------------------------------------------
+
+
+class DashboardConsumer(_EventForwarder):
+    """`/ws/dashboard/?workflow=demo&ticket=TKT-3&agent=worker-1&events=ticket.status_changed,message.*`
+
+    For logged-in users (Django session). Joins the named workflow, ticket and agent groups the user may
+    see (staff: every workflow) and forwards the events whose name matches `events` (all when omitted).
+    """
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "log in first (/admin/login/); dashboards need a session.")
+            return
+        query = _query(self.scope)
+        workflows, tickets, agents = query.get("workflow", []), query.get("ticket", []), query.get("agent", [])
+        if not (workflows or tickets or agents):
+            await self._refuse(CLOSE_BAD_REQUEST, "subscribe to at least one workflow=, ticket= or agent=.")
+            return
+        if len(workflows) + len(tickets) + len(agents) > MAX_SUBSCRIPTIONS:
+            await self._refuse(CLOSE_BAD_REQUEST, f"at most {MAX_SUBSCRIPTIONS} subscriptions per socket.")
+            return
+        self.wanted_events = set(query.get("events", []))
+        unknown = sorted(e for e in self.wanted_events if e not in EVENT_NAMES and not e.endswith(".*"))
+        if unknown:
+            await self._refuse(CLOSE_BAD_REQUEST, f"unknown event name(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_NAMES))}.")
+            return
+        try:
+            groups, self.allowed_workflows = await _dashboard_subscription(user, workflows, tickets, agents)
+        except DomainError as error:
+            await self._refuse(CLOSE_NOT_FOUND if error.code == "not_found" else CLOSE_FORBIDDEN, error.message)
+            return
+        await self._join(groups)
+        await self.accept()
+        await self.send_json({"type": "subscribed", "groups": self.groups_joined, "events": sorted(self.wanted_events)})
+
+
+class AgentConsumer(_EventForwarder):
+    """`/ws/agents/<agent_id>/` for an agent: `Authorization: Bearer <token>` or `?token=<token>`.
+
+    Receives everything addressed to it the moment it commits: direct messages, broadcasts, hand-off
+    requests and answers, task assignments and releases, ticket changes of tickets assigned to it.
+    """
+
+    async def connect(self):
+        agent_id = self.scope["url_route"]["kwargs"]["agent_id"]
+        token = None
+        authorization = _header(self.scope, b"authorization")
+        if authorization and authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
+        if not token:
+            token = (_query(self.scope).get("token") or [None])[0]
+        agent = await _agent_for_token(token) if token else None
+        if agent is None:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "send a live agent token (Authorization: Bearer … or ?token=…).")
+            return
+        if agent.agent_id != agent_id:
+            await self._refuse(CLOSE_FORBIDDEN, f"this token belongs to {agent.agent_id}; connect to /ws/agents/{agent.agent_id}/.")
+            return
+        self.agent = agent
+        self.wanted_events = set(_query(self.scope).get("events", []))
+        self.allowed_workflows = None  # the agent group only carries events addressed to this agent
+        await self._join([agent_group(agent.agent_id)])
+        await self.accept()
+        await self.send_json({"type": "subscribed", "groups": self.groups_joined, "agent_id": agent.agent_id})
