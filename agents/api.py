@@ -117,7 +117,7 @@ class TrajectoryQuery(serializers.Serializer):
 
 class SandboxRunListQuery(CursorQuery):
     workflow = serializers.CharField(max_length=100, help_text="workflow slug")
-    status = serializers.ChoiceField(choices=SandboxRun.Status.values, required=False)
+    status = serializers.ChoiceField(choices=SandboxRun.Status.choices, required=False)
 
 
 def _visible_agent(request, agent_id: str):

@@ -46,3 +46,26 @@ def report_agent_event(
         task = task_get(task_id=task_id, actor=caller)
     event = services.agent_report_event(agent=caller, event_type=event_type, payload=payload, task=task)
     return {"recorded": True, "event_id": event.id}
+
+
+@mcp_tool()
+def launch_worker(
+    caller, agent_id: AgentId,
+    template: Annotated[str, Field(description="researcher | implementer | reviewer | db-specialist | coordinator")],
+    task_id: str | None = None, ticket_id: str | None = None,
+) -> dict:
+    """Coordinator only: start a sandboxed worker of `template` on a pending task (or on a ticket's next task)."""
+    act_as(caller, agent_id)
+    from agents.launcher import launch_worker as launch
+    from omoi_site.domain import DomainError, PermissionDenied
+    from tasks.selectors import task_get
+    from tickets.selectors import ticket_get
+
+    if caller.agent_type != "coordinator":
+        raise PermissionDenied(f"only coordinator agents may launch workers; {caller.agent_id} is a {caller.agent_type}.")
+    if not task_id and not ticket_id:
+        raise DomainError("give task_id or ticket_id.")
+    task = task_get(task_id=task_id, actor=caller) if task_id else None
+    ticket = ticket_get(ticket_id=ticket_id, actor=caller) if ticket_id else None
+    run = launch(actor=caller, template=template, task=task, ticket=ticket)
+    return {"run_id": run.pk, "worker_agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}", "provider": run.provider, "status": run.status}

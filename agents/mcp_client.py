@@ -132,12 +132,13 @@ class _Retry(Exception):
 class _Protocol:
     """Builds requests and reads responses; the sync and async clients share it and differ only in I/O."""
 
-    def __init__(self, url: str, token: str | None, retry: RetryPolicy):
+    def __init__(self, url: str, token: str | None, retry: RetryPolicy, auto_idempotency_keys: bool = True):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"MCP url must be http(s)://…, got {url!r}")
         self.url = url
         self.token = token
         self.retry = retry
+        self.auto_idempotency_keys = auto_idempotency_keys
         self._ids = itertools.count(1)
         self._id_lock = threading.Lock()
         self.session_id: str | None = None
@@ -192,7 +193,11 @@ class _Protocol:
             raise ValueError("tool name must be a non-empty string")
         arguments = dict(arguments or {})
         schema = (self.tools or {}).get(name, {}).get("inputSchema") or {}
-        if "idempotency_key" in (schema.get("properties") or {}) and not arguments.get("idempotency_key"):
+        if (
+            self.auto_idempotency_keys
+            and "idempotency_key" in (schema.get("properties") or {})
+            and not arguments.get("idempotency_key")
+        ):
             arguments["idempotency_key"] = f"auto-{uuid.uuid4().hex}"
         return {"name": name, "arguments": arguments}
 
@@ -210,9 +215,7 @@ class _Protocol:
         method = message["method"]
         status = response.status_code
         if status in RETRYABLE_STATUS_CODES:
-            raise _Retry(
-                MCPTransportError(f"MCP {method}: HTTP {status} from {self.url}", status_code=status)
-            )
+            raise _Retry(MCPTransportError(f"MCP {method}: HTTP {status} from {self.url}", status_code=status))
         if status in (401, 403):
             raise MCPAuthError(
                 f"MCP endpoint refused the agent token (HTTP {status}): {_error_detail(response)}",
@@ -320,7 +323,9 @@ class MCPClient:
     >>> with MCPClient("http://127.0.0.1:8000/mcp/", token) as client:
     ...     client.call_tool("get_ticket", {"ticket_id": "TKT-1"})
 
-    Thread-safe: httpx.Client is, and initialisation happens once under a lock.
+    Thread-safe: httpx.Client is, and initialisation happens once under a lock. `auto_idempotency_keys`
+    (default on) gives every write call a fresh key so that retries cannot apply it twice; the server
+    keeps one idempotency record per such call.
     """
 
     def __init__(
@@ -331,8 +336,9 @@ class MCPClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
+        auto_idempotency_keys: bool = True,
     ):
-        self._protocol = _Protocol(url, token, retry or RetryPolicy())
+        self._protocol = _Protocol(url, token, retry or RetryPolicy(), auto_idempotency_keys)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout, follow_redirects=False)
         self._init_lock = threading.Lock()
@@ -431,8 +437,9 @@ class AsyncMCPClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        auto_idempotency_keys: bool = True,
     ):
-        self._protocol = _Protocol(url, token, retry or RetryPolicy())
+        self._protocol = _Protocol(url, token, retry or RetryPolicy(), auto_idempotency_keys)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._init_lock: asyncio.Lock | None = None
@@ -500,9 +507,7 @@ class AsyncMCPClient:
                 await asyncio.sleep(policy.delay(attempt - 1))
             try:
                 try:
-                    response = await self._http.post(
-                        self._protocol.url, json=message, headers=self._protocol.headers()
-                    )
+                    response = await self._http.post(self._protocol.url, json=message, headers=self._protocol.headers())
                 except httpx.TransportError as error:
                     raise self._protocol.transport_failure(error, message["method"])
                 return self._protocol.read_response(response, message), response

@@ -39,6 +39,7 @@ from abc import ABC
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+import httpx
 from openhands.sdk.llm import TextContent
 from openhands.sdk.tool import (
     Action,
@@ -49,7 +50,6 @@ from openhands.sdk.tool import (
     ToolExecutor,
     register_tool,
 )
-import httpx
 from pydantic import Field
 
 from agents.mcp_client import MCPClient, MCPError, MCPToolError, RetryPolicy
@@ -242,7 +242,9 @@ class MCPSearchTicketsAction(MCPServerAction):
     agent_id: AgentId
     query: str = Field(min_length=3, max_length=1000, description="min 3 chars")
     search_type: Literal["hybrid", "semantic", "keyword"] = "hybrid"
-    filters: dict[str, Any] | None = Field(default=None, description="status, priority, ticket_type, tags, assigned_agent_id")
+    filters: dict[str, Any] | None = Field(
+        default=None, description="status, priority, ticket_type, tags, assigned_agent_id"
+    )
     limit: int = Field(default=10, ge=1, le=50, description="1-50")
     include_comments: bool = True
 
@@ -613,7 +615,9 @@ class MCPServerTool(ToolDefinition[MCPServerAction, MCPToolResultObservation], A
     # descriptions of ~40 tokens each (the SecurityRisk enum docstring): 27 tools pay ~2,200 tokens per
     # request for them. The fields stay (the SDK reads them); only their descriptions are shortened.
     def to_openai_tool(self, add_security_risk_prediction: bool = False, action_type=None):
-        tool = super().to_openai_tool(add_security_risk_prediction=add_security_risk_prediction, action_type=action_type)
+        tool = super().to_openai_tool(
+            add_security_risk_prediction=add_security_risk_prediction, action_type=action_type
+        )
         _shorten_sdk_fields(tool["function"]["parameters"])
         return tool
 
@@ -625,9 +629,7 @@ class MCPServerTool(ToolDefinition[MCPServerAction, MCPToolResultObservation], A
         return tool
 
     @classmethod
-    def create(
-        cls, conv_state=None, connection: str = "", mcp_url: str = "", **params: Any
-    ) -> Sequence[MCPServerTool]:
+    def create(cls, conv_state=None, connection: str = "", mcp_url: str = "", **params: Any) -> Sequence[MCPServerTool]:
         if params:
             raise ValueError(f"{cls.name} takes only 'connection' and 'mcp_url' params, got {sorted(params)}")
         client = _client_for(connection, mcp_url)

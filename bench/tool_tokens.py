@@ -80,8 +80,10 @@ def main() -> int:
         for row in result["tools"]:
             print(f"{row['name']:34} {row['cl100k_base']:>7} {row['o200k_base']:>7} {row['sdk_added_cl100k']:>19}")
         total = result["total"]
-        print(f"{'TOTAL (' + str(result['count']) + ' tools)':34} {total['cl100k_base']:>7} {total['o200k_base']:>7} "
-              f"{total['sdk_added_cl100k']:>19}")
+        print(
+            f"{'TOTAL (' + str(result['count']) + ' tools)':34} {total['cl100k_base']:>7} {total['o200k_base']:>7} "
+            f"{total['sdk_added_cl100k']:>19}"
+        )
         print(f"budget {BUDGET}: {'OK' if max(total['cl100k_base'], total['o200k_base']) < BUDGET else 'OVER'}")
     return 0 if max(result["total"]["cl100k_base"], result["total"]["o200k_base"]) < BUDGET else 1
 

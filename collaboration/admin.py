@@ -1,23 +1,53 @@
+"""Admin views of agent messages, receipts and hand-offs: read-only (agents write them through MCP; a
+hand-off is answered by the agent it is addressed to, never by a human)."""
+
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from collaboration.models import Handoff, Message, MessageReceipt
+from tickets.admin import ReadOnlyAdmin, ReadOnlyInline
+
+
+class MessageReceiptInline(ReadOnlyInline):
+    model = MessageReceipt
+    fields = ["agent", "delivered_at", "read_at"]
+    readonly_fields = fields
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "workflow", "sender", "recipient", "message_type", "created_at"]
-    list_filter = ["message_type", "workflow"]
-    search_fields = ["body"]
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "workflow", "sender", "to", "message_type", "short_body", "ticket", "created_at"]
+    list_filter = ["message_type", "workflow", "sender"]
+    list_select_related = ["workflow", "ticket"]
+    search_fields = ["body", "thread_id"]
+    inlines = [MessageReceiptInline]
+
+    @admin.display(description="to", ordering="recipient")
+    def to(self, obj):
+        return obj.recipient_id or "everyone (broadcast)"
+
+    @admin.display(description="message")
+    def short_body(self, obj):
+        return obj.body if len(obj.body) <= 90 else obj.body[:87] + "…"
 
 
 @admin.register(MessageReceipt)
-class MessageReceiptAdmin(admin.ModelAdmin):
+class MessageReceiptAdmin(ReadOnlyAdmin):
     list_display = ["message", "agent", "delivered_at", "read_at"]
+    list_filter = ["agent"]
 
 
 @admin.register(Handoff)
-class HandoffAdmin(admin.ModelAdmin):
-    list_display = ["id", "task", "from_agent", "to_agent", "status", "created_at"]
+class HandoffAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "task_link", "from_agent", "to_agent", "status", "created_at", "responded_at"]
     list_filter = ["status", "workflow"]
-    search_fields = ["reason"]
-    readonly_fields = ["status"]
+    search_fields = ["reason", "response_note"]
+
+    @admin.display(description="id", ordering="id")
+    def public_id(self, obj):
+        return obj.public_id
+
+    @admin.display(description="task", ordering="task_id")
+    def task_link(self, obj):
+        return format_html('<a href="{}">TSK-{}</a>', reverse("admin:tasks_task_change", args=[obj.task_id]), obj.task_id)

@@ -95,7 +95,7 @@ class SendRequest(StrictSerializer):
     sender_agent_id = serializers.CharField(max_length=100, required=False, help_text=SELF_HELP)
     recipient_agent_id = serializers.CharField(max_length=100)
     message = serializers.CharField(min_length=1, max_length=20000)
-    message_type = serializers.ChoiceField(choices=Message.MessageType.values, default="info")
+    message_type = serializers.ChoiceField(choices=Message.MessageType.choices, default="info")
     ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     task_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     thread_id = serializers.CharField(max_length=64, required=False, allow_null=True, help_text="reply in an existing thread")
@@ -104,7 +104,7 @@ class SendRequest(StrictSerializer):
 class BroadcastRequest(StrictSerializer):
     sender_agent_id = serializers.CharField(max_length=100, required=False, help_text=SELF_HELP)
     message = serializers.CharField(min_length=1, max_length=20000)
-    message_type = serializers.ChoiceField(choices=Message.MessageType.values, default="info")
+    message_type = serializers.ChoiceField(choices=Message.MessageType.choices, default="info")
     ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     task_id = serializers.CharField(max_length=30, required=False, allow_null=True)
 
@@ -114,7 +114,7 @@ class MarkReadRequest(StrictSerializer):
 
 
 class HandoffListQuery(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Handoff.Status.values, required=False)
+    status = serializers.ChoiceField(choices=Handoff.Status.choices, required=False)
 
 
 class HandoffRequest(StrictSerializer):

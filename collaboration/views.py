@@ -101,6 +101,7 @@ def workflow_board(request, slug):
     return render(request, "dashboard/board.html", {
         "workflow": workflow, "columns": columns, "activity": activity, "total": total,
         "truncated": total > len(tickets), "nav": "board",
+        "config": {"mode": "board", "ws_path": f"/ws/dashboard/?workflow={workflow.slug}", "ticket_url": "/dashboard/ticket/"},
     })
 
 
@@ -109,7 +110,11 @@ def workflow_agents(request, slug):
     workflow = _workflow_or_404(request, slug)
     agents = collaboration_selectors.workflow_agents_overview(workflow=workflow)
     runs = list(sandbox_run_list(workflow_id=workflow.id)[:100])
-    return render(request, "dashboard/agents.html", {"workflow": workflow, "agents": agents, "runs": runs, "nav": "agents"})
+    return render(request, "dashboard/agents.html", {
+        "workflow": workflow, "agents": agents, "runs": runs, "nav": "agents",
+        "config": {"mode": "agents", "ticket_url": "/dashboard/ticket/",
+                   "ws_path": f"/ws/dashboard/?workflow={workflow.slug}&events=agent.event,sandbox.*,task.*,handoff.*"},
+    })
 
 
 @login_required
@@ -122,6 +127,8 @@ def ticket_detail(request, ticket_id):
     return render(request, "dashboard/ticket.html", {
         "ticket": ticket, "workflow": ticket.workflow, **page, "graph_svg": layered_graph(page["graph"]),
         "status_labels": STATUS_LABELS,
+        "config": {"mode": "ticket", "ticket_id": ticket.public_id, "ticket_url": "/dashboard/ticket/",
+                   "ws_path": f"/ws/dashboard/?ticket={ticket.public_id}"},
     })
 
 

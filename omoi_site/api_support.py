@@ -21,10 +21,12 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import DataError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -152,9 +154,9 @@ def add_error_responses(result, generator, request, public):
 
 
 def drop_slash_aliases(endpoints):
-    """drf-spectacular pre-processing hook: each route is served with and without a trailing slash;
-    document only the canonical (slash-less) one."""
-    return [endpoint for endpoint in endpoints if not endpoint[0].endswith("/") or endpoint[0] == "/api/"]
+    """drf-spectacular pre-processing hook: only /api/ is documented (not the MCP door), and each route is
+    served with and without a trailing slash: document only the canonical (slash-less) one."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/") and not endpoint[0].endswith("/")]
 
 
 # --- request parsing -----------------------------------------------------------------------------------
@@ -374,11 +376,13 @@ class CursorQuery(serializers.Serializer):
 
 
 class ApiView(APIView):
-    """Base of every REST view: agents or staff only, per-token rate limit, JSON in and out, no NUL bytes."""
+    # Base of every REST view: agents or staff only, per-token rate limit, JSON in and out, no NUL bytes.
+    # (A comment, not a docstring: drf-spectacular would copy a docstring into every operation.)
 
     permission_classes = [IsAgentOrStaff]
     throttle_classes = [ApiRateThrottle]
     parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -431,3 +435,13 @@ class BoundedJSONListField(serializers.ListField):
         if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
             raise serializers.ValidationError(f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead.")
         return value
+
+
+class AgentTokenScheme(OpenApiAuthenticationExtension):
+    """Describes AgentTokenAuthentication in the OpenAPI schema (registered on import)."""
+
+    target_class = "agents.authentication.AgentTokenAuthentication"
+    name = "agentToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "an agent token (manage.py create_agent …)"}

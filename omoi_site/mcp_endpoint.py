@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from rest_framework.permissions import IsAuthenticated
 
 from agents.authentication import AgentTokenAuthentication
+from omoi_site.api_support import McpRateThrottle
 from omoi_site.domain import DomainError
 
 logger = logging.getLogger(__name__)
@@ -295,6 +296,7 @@ class OmoiMCPView(MCPServerStreamableHttpView):
     mcp_server = omoi_mcp_server
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAuthenticated]
+    throttle_classes = [McpRateThrottle]  # per-token limit, settings.MCP_RATE_LIMIT; 429 + Retry-After
 
     def get(self, request, *args, **kwargs):
         return HttpResponse(status=405, headers={"Allow": "POST, DELETE"}, content=b"GET is not supported; POST JSON-RPC.")

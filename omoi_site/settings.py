@@ -113,6 +113,7 @@ if TESTING:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "HF_HUB_OFFLINE": "1",
         "MAINTENANCE_INTERVAL_SECONDS": "1",
+        "OPENHANDS_SUPPRESS_BANNER": "1",
     }.items():
         os.environ.setdefault(name, value)
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -139,16 +140,71 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 
+# --- REST API (DRF) + OpenAPI (drf-spectacular) --------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "agents.authentication.AgentTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # The API's own permission/throttle/parser/pagination classes are set on omoi_site.api_support.ApiView
+    # (naming them here would import that module while rest_framework.views is still importing).
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "omoi_site.api_support.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "OmoiOS API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+# Per-token rate limits ("<count>/<second|minute|hour|day>"), keyed on the agent id (or the user): REST and
+# MCP count separately. The counters live in the "throttle" cache: Redis when REDIS_URL is set (shared by
+# all replicas), else process memory.
+_DEFAULT_RATE = "100000/min" if TESTING else "600/min"
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", _DEFAULT_RATE)
+MCP_RATE_LIMIT = os.environ.get("MCP_RATE_LIMIT", _DEFAULT_RATE)
+THROTTLE_CACHE_ALIAS = "throttle"
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "omoios-default"},
+    "throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "omoios"}
+        if REDIS_URL and not TESTING
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "omoios-throttle"}
+    ),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OmoiOS API",
+    "DESCRIPTION": (
+        "REST door of OmoiOS: the same services as the MCP tools at /mcp/. Authenticate with "
+        "`Authorization: Bearer <agent token>` (agents) or a staff session. Every error has the body "
+        '`{"error": {"code", "message", "details"}}`. Lists are cursor-paginated (`next`/`previous`).'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["omoi_site.api_support.drop_slash_aliases"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "omoi_site.api_support.add_error_responses",
+    ],
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "ENUM_NAME_OVERRIDES": {
+        "TicketStatusEnum": "tickets.models.Ticket.Status",
+        "TicketPriorityEnum": "tickets.models.Ticket.Priority",
+        "TicketTypeEnum": "tickets.models.Ticket.TicketType",
+        "PhaseEnum": "tickets.models.Phase",
+        "TaskStatusEnum": "tasks.models.Task.Status",
+        "TaskPriorityEnum": "tasks.models.Task.Priority",
+        "TaskTypeEnum": "tasks.models.Task.TaskType",
+        "DiscoveryTypeEnum": "tasks.models.Discovery.DiscoveryType",
+        "MessageTypeEnum": "collaboration.models.Message.MessageType",
+    },
+}
+# Swagger UI / Redoc assets from the drf-spectacular-sidecar package (no CDN is needed or reachable).
+import importlib.util  # noqa: E402  (kept inside this block on purpose)
+
+if importlib.util.find_spec("drf_spectacular_sidecar") is not None:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
+    SPECTACULAR_SETTINGS.update(
+        {"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
+    )
 
 # --- MCP (django-mcp-server) ------------------------------------------------------------------------
 DJANGO_MCP_GLOBAL_SERVER_CONFIG = {

@@ -1,24 +1,80 @@
-from django.contrib import admin
+"""Admin views of tasks, discoveries and task timelines. Tasks are written only by services: status is
+read-only, and humans move tasks with the actions below (tasks.services.task_update_status with the staff
+user as actor). Each selected task is a separate service call; refusals are reported per task."""
 
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from omoi_site.domain import DomainError
+from tasks import services
 from tasks.models import Discovery, Task, TaskEvent
+from tickets.admin import ReadOnlyAdmin, ReadOnlyInline
+
+
+class TaskEventInline(ReadOnlyInline):
+    model = TaskEvent
+    verbose_name_plural = "timeline"
+    fields = ["created_at", "event_type", "old_status", "new_status", "actor_agent", "actor_user", "details"]
+    readonly_fields = fields
+
+
+class DiscoveryInline(ReadOnlyInline):
+    model = Discovery
+    fk_name = "source_task"
+    fields = ["created_at", "discovery_type", "description", "spawned_task", "resolution_status"]
+    readonly_fields = fields
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "ticket", "task_type", "priority", "status", "claimed_by", "lease_expires_at", "updated_at"]
-    list_filter = ["status", "priority", "task_type", "workflow"]
+class TaskAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "ticket_link", "task_type", "priority", "status", "claimed_by", "assigned_agent",
+                    "lease_expires_at", "attempts", "updated_at"]
+    list_filter = ["status", "priority", "task_type", "claimed_by", "workflow"]
+    list_select_related = ["ticket", "claimed_by", "assigned_agent"]
     search_fields = ["description"]
-    readonly_fields = ["status", "claimed_by", "lease_expires_at", "fencing_token", "attempts"]
+    inlines = [TaskEventInline, DiscoveryInline]
+    actions = ["return_to_queue", "cancel"]
+
+    @admin.display(description="id", ordering="id")
+    def public_id(self, obj):
+        return obj.public_id
+
+    @admin.display(description="ticket", ordering="ticket_id")
+    def ticket_link(self, obj):
+        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
+
+    def _move(self, request, queryset, status: str, verb: str):
+        done, refused = [], []
+        for task in queryset.order_by("pk"):
+            try:
+                services.task_update_status(actor=request.user, task_id=task.pk, status=status)
+            except DomainError as error:
+                refused.append(error.message)
+            else:
+                done.append(task.public_id)
+        if done:
+            self.message_user(request, f"{verb}: {', '.join(done)}.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, f"Not changed: {message}", messages.ERROR)
+
+    @admin.action(description="Return selected tasks to the queue (pending; releases the lease)")
+    def return_to_queue(self, request, queryset):
+        self._move(request, queryset, Task.Status.PENDING, "Returned to the queue")
+
+    @admin.action(description="Cancel selected tasks")
+    def cancel(self, request, queryset):
+        self._move(request, queryset, Task.Status.CANCELLED, "Cancelled")
 
 
 @admin.register(Discovery)
-class DiscoveryAdmin(admin.ModelAdmin):
-    list_display = ["source_task", "discovery_type", "resolution_status", "spawned_task", "created_at"]
+class DiscoveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "source_task", "discovery_type", "resolution_status", "spawned_task", "recorded_by_agent", "created_at"]
     list_filter = ["discovery_type", "resolution_status"]
     search_fields = ["description"]
 
 
 @admin.register(TaskEvent)
-class TaskEventAdmin(admin.ModelAdmin):
-    list_display = ["task", "event_type", "old_status", "new_status", "actor_agent", "created_at"]
+class TaskEventAdmin(ReadOnlyAdmin):
+    list_display = ["task", "event_type", "old_status", "new_status", "actor_agent", "actor_user", "created_at"]
     list_filter = ["event_type"]

@@ -134,17 +134,17 @@ class GraphSerializer(serializers.Serializer):
 class TaskListQuery(CursorQuery):
     workflow = serializers.CharField(max_length=100, required=False, help_text="workflow slug (default: all of yours)")
     ticket = serializers.CharField(max_length=30, required=False, help_text="only this ticket's tasks, e.g. TKT-12")
-    status = serializers.ChoiceField(choices=Task.Status.values, required=False)
-    task_type = serializers.ChoiceField(choices=Task.TaskType.values, required=False)
+    status = serializers.ChoiceField(choices=Task.Status.choices, required=False)
+    task_type = serializers.ChoiceField(choices=Task.TaskType.choices, required=False)
 
 
 class TaskCreateRequest(StrictSerializer):
     ticket_id = serializers.CharField(max_length=30)
-    phase_id = serializers.ChoiceField(choices=Phase.values)
+    phase_id = serializers.ChoiceField(choices=Phase.choices)
     description = serializers.CharField(min_length=10, max_length=20000)
-    task_type = serializers.ChoiceField(choices=Task.TaskType.values, default="implementation")
-    priority = serializers.ChoiceField(choices=Task.Priority.values, default="MEDIUM")
-    discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.values, required=False, allow_null=True)
+    task_type = serializers.ChoiceField(choices=Task.TaskType.choices, default="implementation")
+    priority = serializers.ChoiceField(choices=Task.Priority.choices, default="MEDIUM")
+    discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.choices, required=False, allow_null=True)
     discovery_description = serializers.CharField(max_length=20000, required=False, allow_null=True, allow_blank=True)
     source_task_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     priority_boost = serializers.BooleanField(default=False)
@@ -154,7 +154,7 @@ class TaskCreateRequest(StrictSerializer):
 class ClaimNextRequest(StrictSerializer):
     agent_id = serializers.CharField(max_length=100, required=False, help_text=AGENT_ID_HELP)
     workflow_id = serializers.CharField(max_length=100, help_text="workflow slug")
-    task_types = serializers.ListField(child=serializers.ChoiceField(choices=Task.TaskType.values), max_length=10, required=False)
+    task_types = serializers.ListField(child=serializers.ChoiceField(choices=Task.TaskType.choices), max_length=10, required=False)
 
 
 class HeartbeatRequest(StrictSerializer):
@@ -169,18 +169,18 @@ class ReleaseRequest(StrictSerializer):
 
 
 class TaskStatusRequest(StrictSerializer):
-    status = serializers.ChoiceField(choices=Task.Status.values)
+    status = serializers.ChoiceField(choices=Task.Status.choices)
     result = BoundedJSONObjectField(required=False, allow_null=True)
     error_message = serializers.CharField(max_length=10000, required=False, allow_null=True, allow_blank=True)
     fencing_token = FENCING
 
 
 class DiscoveryQuery(serializers.Serializer):
-    resolution_status = serializers.ChoiceField(choices=Discovery.ResolutionStatus.values, required=False)
+    resolution_status = serializers.ChoiceField(choices=Discovery.ResolutionStatus.choices, required=False)
 
 
 class DiscoveriesByTypeQuery(serializers.Serializer):
-    discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.values)
+    discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.choices)
     limit = serializers.IntegerField(min_value=1, max_value=100, required=False, default=50)
 
 

@@ -55,16 +55,19 @@ class OpenAIEmbeddingsStandIn:
                 else:
                     dimensions = standin.dimensions_override or int(body.get("dimensions", 1536))
                     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-                    status, payload = 200, {
-                        "object": "list",
-                        "model": body.get("model"),
-                        # Reversed on purpose: clients must order by `index`, not by position.
-                        "data": [
-                            {"object": "embedding", "index": i, "embedding": fake_vector(text, dimensions)}
-                            for i, text in reversed(list(enumerate(inputs)))
-                        ],
-                        "usage": {"prompt_tokens": 0, "total_tokens": 0},
-                    }
+                    status, payload = (
+                        200,
+                        {
+                            "object": "list",
+                            "model": body.get("model"),
+                            # Reversed on purpose: clients must order by `index`, not by position.
+                            "data": [
+                                {"object": "embedding", "index": i, "embedding": fake_vector(text, dimensions)}
+                                for i, text in reversed(list(enumerate(inputs)))
+                            ],
+                            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                        },
+                    )
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)

@@ -55,7 +55,9 @@ class OpenAIStandIn:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if not self.path.rstrip("/").endswith("/chat/completions"):
-                    return self._reply(404, {"error": {"message": f"stand-in serves /v1/chat/completions, not {self.path}"}})
+                    return self._reply(
+                        404, {"error": {"message": f"stand-in serves /v1/chat/completions, not {self.path}"}}
+                    )
                 try:
                     answer = standin._answer(body)
                 except Exception as error:  # report it to the test rather than hang the agent

@@ -46,7 +46,9 @@ def _load_safetensors(path) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(raw[base + start : base + end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+        tensors[name] = np.frombuffer(raw[base + start : base + end], dtype=dtypes[info["dtype"]]).reshape(
+            info["shape"]
+        )
     return tensors
 
 
@@ -87,7 +89,9 @@ def _reference_embed(weights, input_ids: list[int]) -> np.ndarray:
             w[p + "attention.output.LayerNorm.bias"],
         )
         hidden = _gelu(dense(x, "intermediate.dense"))
-        x = _layer_norm(dense(hidden, "output.dense") + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+        x = _layer_norm(
+            dense(hidden, "output.dense") + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]
+        )
     pooled = x.mean(0)
     return pooled / np.linalg.norm(pooled)
 
@@ -195,10 +199,14 @@ def test_get_embedding_provider_is_cached_and_validates_setting():
         assert isinstance(get_embedding_provider(), LocalOnnxEmbeddingProvider)
     from django.core.exceptions import ImproperlyConfigured
 
-    with override_settings(EMBEDDING_PROVIDER="magic"), pytest.raises(ImproperlyConfigured, match="'local' or 'openai'"):
+    with (
+        override_settings(EMBEDDING_PROVIDER="magic"),
+        pytest.raises(ImproperlyConfigured, match="'local' or 'openai'"),
+    ):
         get_embedding_provider()
-    with override_settings(EMBEDDING_PROVIDER="openai", EMBEDDING_BASE_URL=""), pytest.raises(
-        ImproperlyConfigured, match="EMBEDDING_BASE_URL"
+    with (
+        override_settings(EMBEDDING_PROVIDER="openai", EMBEDDING_BASE_URL=""),
+        pytest.raises(ImproperlyConfigured, match="EMBEDDING_BASE_URL"),
     ):
         get_embedding_provider()
 
@@ -293,7 +301,9 @@ def test_openai_provider_is_selected_by_settings_and_used_for_ticket_refresh(sta
 
 
 def test_ticket_embedding_refresh_writes_only_embedding_columns_and_skips_unchanged(workflow):
-    ticket = Ticket.objects.create(workflow=workflow, title="Fix login timeout bug", description="Users are logged out.")
+    ticket = Ticket.objects.create(
+        workflow=workflow, title="Fix login timeout bug", description="Users are logged out."
+    )
     before = Ticket.objects.values("version", "updated_at", "status").get(pk=ticket.pk)
 
     assert ticket_embedding_refresh(ticket_id=ticket.pk) is True
@@ -377,3 +387,42 @@ def test_embed_ticket_job_body_refreshes(workflow):
 
     assert embed_ticket.call(ticket.pk) is True
     assert Ticket.objects.get(pk=ticket.pk).embedding is not None
+
+
+# ---------------------------------------------------------------- backfill command
+
+
+def test_backfill_embeddings_command_fills_missing_and_stale_rows_only(workflow, other_workflow, make_agent):
+    import io
+
+    from django.core.management import call_command
+
+    agent, _ = make_agent("backfiller", workflow)
+    missing = [
+        Ticket.objects.create(workflow=workflow, title=f"Missing {i}", description="no vector yet") for i in range(5)
+    ]
+    current = Ticket.objects.create(workflow=workflow, title="Current", description="already embedded")
+    stale = Ticket.objects.create(workflow=workflow, title="Stale", description="old text")
+    elsewhere = Ticket.objects.create(workflow=other_workflow, title="Other workflow", description="left alone")
+    ticket_embedding_refresh(ticket_id=current.pk)
+    ticket_embedding_refresh(ticket_id=stale.pk)
+    Ticket.objects.filter(pk=stale.pk).update(description="new text written without a refresh")
+    comment = TicketComment.objects.create(ticket=current, author_agent=agent, text="needs a vector")
+    current_vector = Ticket.objects.values_list("embedding", flat=True).get(pk=current.pk)
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("backfill_embeddings", "--workflow", workflow.slug, "--batch-size", "2", stdout=out, stderr=err)
+
+    assert "embedded 6 tickets and 1 comments" in out.getvalue()
+    assert "tickets: 100%" in err.getvalue()  # the progress bar
+    for ticket in [*missing, stale]:
+        ticket.refresh_from_db()
+        assert ticket.embedding is not None
+        assert ticket.embedded_text_hash == embedding_text_hash(ticket_embedding_text(ticket.title, ticket.description))
+    assert np.array_equal(Ticket.objects.values_list("embedding", flat=True).get(pk=current.pk), current_vector)
+    assert Ticket.objects.get(pk=elsewhere.pk).embedding is None
+    assert TicketComment.objects.get(pk=comment.pk).embedding is not None
+
+    again = io.StringIO()
+    call_command("backfill_embeddings", stdout=again, stderr=io.StringIO(), workflow=workflow.slug)
+    assert "embedded 0 tickets and 0 comments" in again.getvalue()

@@ -102,20 +102,12 @@ class FlakyProxy:
         self.server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _live_server_helper():
-    """pytest-django's autouse helper of the same name expects ITS live_server (it calls
-    `_live_server_modified_settings` on it) whenever a test uses a fixture named `live_server`; ours is
-    tests/conftest.py's uvicorn server, which needs no settings override. TODO: move to conftest."""
-    yield
-
-
 @pytest.fixture
-def proxy_to(live_server):
+def proxy_to(asgi_server):
     proxies = []
 
     def _make(script, then="forward"):
-        proxy = FlakyProxy(live_server.url, script, then)
+        proxy = FlakyProxy(asgi_server.url, script, then)
         proxies.append(proxy)
         return proxy
 
@@ -131,8 +123,8 @@ def worker(make_agent, workflow, transactional_db):
 
 
 @pytest.fixture
-def endpoint(live_server):
-    return f"{live_server.url}/mcp/"
+def endpoint(asgi_server):
+    return f"{asgi_server.url}/mcp/"
 
 
 def _create_ticket(client, title="Login times out after 5 minutes", **extra):
@@ -315,9 +307,16 @@ def test_persistent_gateway_errors_give_up_with_the_status(worker, proxy_to):
     assert len(proxy.seen) == FAST_RETRY.attempts
 
 
-@pytest.mark.parametrize("status, error_type", [("400", MCPProtocolError), ("404", MCPProtocolError),
-                                                ("401", MCPAuthError), ("403", MCPAuthError),
-                                                ("500", MCPTransportError)])
+@pytest.mark.parametrize(
+    "status, error_type",
+    [
+        ("400", MCPProtocolError),
+        ("404", MCPProtocolError),
+        ("401", MCPAuthError),
+        ("403", MCPAuthError),
+        ("500", MCPTransportError),
+    ],
+)
 def test_client_errors_and_500_are_not_retried(worker, proxy_to, status, error_type):
     _, token = worker
     proxy = proxy_to([], then=status)

@@ -26,13 +26,6 @@ SEED_TOOLS = {
 MISSING_TICKET = "TKT-999999"
 
 
-@pytest.fixture(autouse=True)
-def _live_server_helper():
-    """pytest-django's autouse helper of this name expects its own live_server; ours needs no settings
-    override (see tests/test_mcp_client.py). TODO: move to conftest."""
-    yield
-
-
 @pytest.fixture
 def agents(make_agent, workflow, transactional_db):
     """worker-1 (who drives the tools) and db-specialist (who receives messages and the hand-off)."""
@@ -42,8 +35,8 @@ def agents(make_agent, workflow, transactional_db):
 
 
 @pytest.fixture
-def endpoint(live_server):
-    return f"{live_server.url}/mcp/"
+def endpoint(asgi_server):
+    return f"{asgi_server.url}/mcp/"
 
 
 def _without_django(code: str) -> subprocess.CompletedProcess:
@@ -58,7 +51,9 @@ def _without_django(code: str) -> subprocess.CompletedProcess:
         """
     ) + textwrap.dedent(code)
     env = {"PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENHANDS_SUPPRESS_BANNER": "1"}
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_tools_import_and_build_without_django():
@@ -98,12 +93,20 @@ def test_action_validation_mirrors_the_server_limits():
     from agents.mcp_tools import MCPCreateTicketAction, MCPRequestHandoffAction, MCPSearchTicketsAction
 
     action = MCPCreateTicketAction(
-        workflow_id="test-flow", agent_id="worker-1", title="Fix it", description="A long enough text.",
-        priority="high", tags=["auth"],
+        workflow_id="test-flow",
+        agent_id="worker-1",
+        title="Fix it",
+        description="A long enough text.",
+        priority="high",
+        tags=["auth"],
     )
     assert action.to_arguments() == {
-        "workflow_id": "test-flow", "agent_id": "worker-1", "title": "Fix it", "description": "A long enough text.",
-        "priority": "high", "tags": ["auth"],
+        "workflow_id": "test-flow",
+        "agent_id": "worker-1",
+        "title": "Fix it",
+        "description": "A long enough text.",
+        "priority": "high",
+        "tags": ["auth"],
     }
     with pytest.raises(ValidationError):
         MCPCreateTicketAction(workflow_id="w", agent_id="a", title="ab", description="A long enough text.")
@@ -137,13 +140,9 @@ def _action_schema(action_class) -> dict:
     return schema
 
 
-def test_every_typed_action_matches_the_live_server_schema(agents, endpoint):
-    from agents.mcp_client import MCPClient
+def _drift(server: dict[str, dict]) -> list[str]:
+    """Every difference between the typed actions and the server's tools (name → MCP tool dict)."""
     from agents.mcp_tools import SEED_ACTIONS
-
-    _, token, _ = agents
-    with MCPClient(endpoint, token) as client:
-        server = {tool["name"]: tool for tool in client.list_tools()}
 
     differences = []
     missing = sorted(SEED_TOOLS - set(server))
@@ -169,12 +168,55 @@ def test_every_typed_action_matches_the_live_server_schema(agents, endpoint):
                 differences.append(f"{name}.{field}: ours {mine} != server {server_field}")
         annotations = server[name].get("annotations") or {}
         if bool(annotations.get("readOnlyHint")) != action_class.read_only:
-            differences.append(f"{name}: read_only={action_class.read_only}, server readOnlyHint={annotations.get('readOnlyHint')}")
+            differences.append(
+                f"{name}: read_only={action_class.read_only}, server readOnlyHint={annotations.get('readOnlyHint')}"
+            )
         if bool(annotations.get("destructiveHint")) != action_class.destructive:
-            differences.append(f"{name}: destructive={action_class.destructive}, server destructiveHint={annotations.get('destructiveHint')}")
+            differences.append(
+                f"{name}: destructive={action_class.destructive}, server destructiveHint={annotations.get('destructiveHint')}"
+            )
         if theirs.get("additionalProperties") is not False:
             differences.append(f"{name}: the server schema accepts unknown arguments")
+    return differences
+
+
+@pytest.fixture
+def server_tools(agents, endpoint) -> dict[str, dict]:
+    from agents.mcp_client import MCPClient
+
+    _, token, _ = agents
+    with MCPClient(endpoint, token) as client:
+        return {tool["name"]: tool for tool in client.list_tools()}
+
+
+def test_every_typed_action_matches_the_live_server_schema(server_tools):
+    differences = _drift(server_tools)
     assert not differences, "typed tools drifted from the server:\n" + "\n".join(differences)
+
+
+def test_the_drift_check_reports_each_kind_of_difference(server_tools):
+    # given the live schemas, changed the ways a server change could go
+    import copy
+
+    server = copy.deepcopy(server_tools)
+    del server["get_task_timeline"]
+    create = server["create_ticket"]["inputSchema"]
+    create["properties"]["priority"]["enum"].append("urgent")
+    create["properties"]["severity"] = {"type": "string"}
+    create["required"].append("priority")
+    create["properties"]["title"]["maxLength"] = 200
+    server["search_tickets"]["inputSchema"]["properties"].pop("include_comments")
+    server["get_ticket"]["annotations"]["readOnlyHint"] = False
+    # when compared
+    report = "\n".join(_drift(server))
+    # then each change is named
+    assert "missing on the server: get_task_timeline" in report
+    assert "create_ticket.priority" in report and "urgent" in report
+    assert "server has argument 'severity'" in report
+    assert "create_ticket: required" in report
+    assert "create_ticket.title" in report
+    assert "MCPSearchTicketsAction.include_comments is not a server argument" in report
+    assert "get_ticket: read_only=True" in report
 
 
 # --- a real OpenHands agent ----------------------------------------------------------------------------------
@@ -223,7 +265,9 @@ def _run_agent(llm, endpoint, token, workspace, **connection_options):
     from agents.mcp_tools import register_mcp_tools_with_agent
 
     agent = Agent(llm=llm, tools=register_mcp_tools_with_agent([], endpoint, token, **connection_options))
-    conversation = Conversation(agent=agent, workspace=str(workspace), visualizer=None, persistence_dir=str(workspace / "state"))
+    conversation = Conversation(
+        agent=agent, workspace=str(workspace), visualizer=None, persistence_dir=str(workspace / "state")
+    )
     conversation.send_message("Triage the login timeout bug and hand the investigation to db-specialist.")
     conversation.run()
     observations = [event for event in conversation.state.events if isinstance(event, ObservationEvent)]
@@ -232,9 +276,10 @@ def _run_agent(llm, endpoint, token, workspace, **connection_options):
 
 
 def test_an_openhands_agent_coordinates_through_the_typed_tools(agents, endpoint, mcp_for, tmp_path):
-    from collaboration.models import Handoff, Message
     from openhands.sdk.llm import Message as LLMMessage
     from openhands.sdk.llm import TextContent
+
+    from collaboration.models import Handoff, Message
     from tasks.models import Task
     from tickets.models import Ticket, TicketComment, TicketEvent
 
@@ -246,41 +291,95 @@ def test_an_openhands_agent_coordinates_through_the_typed_tools(agents, endpoint
 
     def step_search(messages):
         remember_ticket(messages)
-        return _tool_call("c2", "mcp__search_tickets", {
-            "workflow_id": "test-flow", "agent_id": "worker-1", "query": "login timeout", "search_type": "keyword"})
+        return _tool_call(
+            "c2",
+            "mcp__search_tickets",
+            {"workflow_id": "test-flow", "agent_id": "worker-1", "query": "login timeout", "search_type": "keyword"},
+        )
 
     def step_task(messages):
-        return _tool_call("c5", "mcp__create_task", {
-            "ticket_id": ids["ticket"], "phase_id": "PHASE_IMPLEMENTATION", "task_type": "investigation",
-            "description": "Find why sessions expire after five minutes."})
+        return _tool_call(
+            "c5",
+            "mcp__create_task",
+            {
+                "ticket_id": ids["ticket"],
+                "phase_id": "PHASE_IMPLEMENTATION",
+                "task_type": "investigation",
+                "description": "Find why sessions expire after five minutes.",
+            },
+        )
 
     def step_claim(messages):
         ids["task"] = json.loads(_last_tool_text(messages))["task"]["task_id"]
-        return _tool_call("c6", "mcp__call_tool", {
-            "name": "claim_next_task", "arguments": {"agent_id": "worker-1", "workflow_id": "test-flow"}})
+        return _tool_call(
+            "c6",
+            "mcp__call_tool",
+            {"name": "claim_next_task", "arguments": {"agent_id": "worker-1", "workflow_id": "test-flow"}},
+        )
 
     steps = [
-        _tool_call("c1", "mcp__create_ticket", {
-            "workflow_id": "test-flow", "agent_id": "worker-1", "title": "Fix login timeout bug",
-            "description": "Users are logged out after five minutes of inactivity.", "priority": "high",
-            "ticket_type": "bug", "tags": ["auth"]}),
+        _tool_call(
+            "c1",
+            "mcp__create_ticket",
+            {
+                "workflow_id": "test-flow",
+                "agent_id": "worker-1",
+                "title": "Fix login timeout bug",
+                "description": "Users are logged out after five minutes of inactivity.",
+                "priority": "high",
+                "ticket_type": "bug",
+                "tags": ["auth"],
+            },
+        ),
         step_search,
-        lambda m: _tool_call("c3", "mcp__add_ticket_comment", {
-            "ticket_id": ids["ticket"], "agent_id": "worker-1", "comment_text": "Reproduced with a 5 minute idle."}),
-        lambda m: _tool_call("c4", "mcp__change_ticket_status", {
-            "ticket_id": ids["ticket"], "agent_id": "worker-1", "new_status": "analyzing",
-            "comment": "Starting the analysis of the session expiry."}),
+        lambda m: _tool_call(
+            "c3",
+            "mcp__add_ticket_comment",
+            {"ticket_id": ids["ticket"], "agent_id": "worker-1", "comment_text": "Reproduced with a 5 minute idle."},
+        ),
+        lambda m: _tool_call(
+            "c4",
+            "mcp__change_ticket_status",
+            {
+                "ticket_id": ids["ticket"],
+                "agent_id": "worker-1",
+                "new_status": "analyzing",
+                "comment": "Starting the analysis of the session expiry.",
+            },
+        ),
         step_task,
         step_claim,
-        lambda m: _tool_call("c7", "mcp__broadcast_message", {
-            "sender_agent_id": "worker-1", "message": "Session TTL is 300s in the DB config.",
-            "message_type": "discovery", "ticket_id": ids["ticket"]}),
-        lambda m: _tool_call("c8", "mcp__send_message", {
-            "sender_agent_id": "worker-1", "recipient_agent_id": "db-specialist",
-            "message": "Can you look at the session table?", "message_type": "question"}),
-        lambda m: _tool_call("c9", "mcp__request_handoff", {
-            "from_agent_id": "worker-1", "to_agent_id": "db-specialist", "task_id": ids["task"],
-            "reason": "The fix is in the database session settings.", "context": {"ttl_seconds": 300}}),
+        lambda m: _tool_call(
+            "c7",
+            "mcp__broadcast_message",
+            {
+                "sender_agent_id": "worker-1",
+                "message": "Session TTL is 300s in the DB config.",
+                "message_type": "discovery",
+                "ticket_id": ids["ticket"],
+            },
+        ),
+        lambda m: _tool_call(
+            "c8",
+            "mcp__send_message",
+            {
+                "sender_agent_id": "worker-1",
+                "recipient_agent_id": "db-specialist",
+                "message": "Can you look at the session table?",
+                "message_type": "question",
+            },
+        ),
+        lambda m: _tool_call(
+            "c9",
+            "mcp__request_handoff",
+            {
+                "from_agent_id": "worker-1",
+                "to_agent_id": "db-specialist",
+                "task_id": ids["task"],
+                "reason": "The fix is in the database session settings.",
+                "context": {"ttl_seconds": 300},
+            },
+        ),
         _tool_call("c10", "mcp__get_ticket", {"ticket_id": MISSING_TICKET}),
         LLMMessage(role="assistant", content=[TextContent(text="Handed off.")]),
     ]
@@ -291,9 +390,16 @@ def test_an_openhands_agent_coordinates_through_the_typed_tools(agents, endpoint
 
     # then every step reached the server as the typed tool the LLM named
     assert [o.tool_name for o in observations] == [
-        "mcp__create_ticket", "mcp__search_tickets", "mcp__add_ticket_comment", "mcp__change_ticket_status",
-        "mcp__create_task", "mcp__call_tool", "mcp__broadcast_message", "mcp__send_message",
-        "mcp__request_handoff", "mcp__get_ticket",
+        "mcp__create_ticket",
+        "mcp__search_tickets",
+        "mcp__add_ticket_comment",
+        "mcp__change_ticket_status",
+        "mcp__create_task",
+        "mcp__call_tool",
+        "mcp__broadcast_message",
+        "mcp__send_message",
+        "mcp__request_handoff",
+        "mcp__get_ticket",
     ]
     assert [o.observation.is_error for o in observations] == [False] * 9 + [True]
     # and the database shows each effect
@@ -337,10 +443,12 @@ def test_a_server_that_cannot_be_reached_is_an_error_observation_not_a_crash(age
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    llm = _scripted_llm([
-        _tool_call("c1", "mcp__get_ticket", {"ticket_id": "TKT-1"}),
-        LLMMessage(role="assistant", content=[TextContent(text="Server down.")]),
-    ])
+    llm = _scripted_llm(
+        [
+            _tool_call("c1", "mcp__get_ticket", {"ticket_id": "TKT-1"}),
+            LLMMessage(role="assistant", content=[TextContent(text="Server down.")]),
+        ]
+    )
     url = f"http://127.0.0.1:{port}/mcp/"
     fast = RetryPolicy(attempts=2, base_delay=0.01)
     observations = _run_agent(llm, url, token, tmp_path, retry=fast)
@@ -366,17 +474,30 @@ def test_the_tool_schemas_pass_the_real_litellm_path(agents, endpoint, mcp_for, 
         return {"tool": "mcp__get_ticket", "arguments": {"ticket_id": ticket_id}}
 
     steps = [
-        {"tool": "mcp__create_ticket", "arguments": {
-            "workflow_id": "test-flow", "agent_id": "worker-1", "title": "Dark mode for the dashboard",
-            "description": "Add a dark theme to every dashboard page.", "summary": "create the dark mode ticket",
-            "security_risk": "LOW"}},
+        {
+            "tool": "mcp__create_ticket",
+            "arguments": {
+                "workflow_id": "test-flow",
+                "agent_id": "worker-1",
+                "title": "Dark mode for the dashboard",
+                "description": "Add a dark theme to every dashboard page.",
+                "summary": "create the dark mode ticket",
+                "security_risk": "LOW",
+            },
+        },
         get_created,
         {"tool": "mcp__call_tool", "arguments": {"name": "get_ticket", "arguments": {"ticket_id": MISSING_TICKET}}},
         {"content": "Done."},
     ]
     with OpenAIStandIn(steps) as standin:
-        llm = LLM(model="openai/omoi-standin", base_url=standin.base_url, api_key="x", usage_id="standin",
-                  num_retries=0, timeout=60)
+        llm = LLM(
+            model="openai/omoi-standin",
+            base_url=standin.base_url,
+            api_key="x",
+            usage_id="standin",
+            num_retries=0,
+            timeout=60,
+        )
         observations = _run_agent(llm, endpoint, token, tmp_path)
     assert not standin.errors, standin.errors
 
@@ -391,8 +512,17 @@ def test_the_tool_schemas_pass_the_real_litellm_path(agents, endpoint, mcp_for, 
     for name in MCP_TOOL_NAMES:
         assert received[name]["parameters"] == json.loads(json.dumps(expected[name]["parameters"])), name
         assert received[name]["description"] == expected[name]["description"]
-    assert received["mcp__create_ticket"]["parameters"]["required"] == ["workflow_id", "agent_id", "title", "description"]
-    assert received["mcp__search_tickets"]["parameters"]["properties"]["search_type"]["enum"] == ["hybrid", "semantic", "keyword"]
+    assert received["mcp__create_ticket"]["parameters"]["required"] == [
+        "workflow_id",
+        "agent_id",
+        "title",
+        "description",
+    ]
+    assert received["mcp__search_tickets"]["parameters"]["properties"]["search_type"]["enum"] == [
+        "hybrid",
+        "semantic",
+        "keyword",
+    ]
 
     # the calls went through: the ticket exists, was read back, and the error reached the LLM with its text
     ticket = Ticket.objects.get(title="Dark mode for the dashboard")
@@ -402,3 +532,41 @@ def test_the_tool_schemas_pass_the_real_litellm_path(agents, endpoint, mcp_for, 
     final_request_tool_text = last_tool_result(standin.requests[-1])
     assert server_message in final_request_tool_text
     assert final_request_tool_text.startswith("[An error occurred during execution.]")
+
+
+# --- the meta tools, called as the agent calls them ---------------------------------------------------------------
+
+
+def test_meta_tools_list_and_reach_the_coordination_extras(agents, endpoint):
+    from agents.mcp_client import MCPClient
+    from agents.mcp_tools import MCPCallToolAction, MCPCallToolTool, MCPListToolsAction, MCPListToolsTool
+
+    _, token, _ = agents
+    with MCPClient(endpoint, token) as client:
+        list_tools, call_tool = MCPListToolsTool.from_client(client), MCPCallToolTool.from_client(client)
+        listing = list_tools(MCPListToolsAction())
+        one = list_tools(MCPListToolsAction(name="mcp__claim_next_task"))
+        unknown = list_tools(MCPListToolsAction(name="make_coffee"))
+        ready = call_tool(MCPCallToolAction(name="get_ready_tickets", arguments={"workflow_id": "test-flow"}))
+        refused = call_tool(
+            MCPCallToolAction(name="accept_handoff", arguments={"handoff_id": "HND-999999", "agent_id": "worker-1"})
+        )
+        server_names = {tool["name"] for tool in client.list_tools()}
+
+    assert {item["name"] for item in json.loads(listing.text)} == server_names
+    assert {"claim_next_task", "heartbeat_task", "release_task", "accept_handoff", "decline_handoff"} <= server_names
+    assert json.loads(one.text)["arguments"]["required"] == ["agent_id", "workflow_id"]
+    assert unknown.is_error and "claim_next_task" in unknown.text
+    assert not ready.is_error and json.loads(ready.text) == {"ready": [], "not_ready": []}
+    assert refused.is_error and "HND-999999" in refused.text
+
+
+def test_the_27_tool_schemas_fit_the_token_budget():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_tokens", ROOT / "bench" / "tool_tokens.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure()
+    assert result["count"] == 27
+    assert max(result["total"]["cl100k_base"], result["total"]["o200k_base"]) < bench.BUDGET

@@ -206,7 +206,9 @@ def test_comment_embeddings_count_for_semantic_search(workflow, eval_set):
     query = "reportlab canvas objects retained by tracemalloc"
 
     with_comments = ticket_search(workflow_ids=[workflow.pk], query=query, search_type="semantic", limit=1)
-    without = ticket_search(workflow_ids=[workflow.pk], query=query, search_type="semantic", limit=1, include_comments=False)
+    without = ticket_search(
+        workflow_ids=[workflow.pk], query=query, search_type="semantic", limit=1, include_comments=False
+    )
 
     assert _public_ids(with_comments) == [wanted]
     assert with_comments[0]["score"] > (without[0]["score"] if without[0]["ticket_id"] == wanted else 0)
@@ -219,9 +221,13 @@ def test_search_is_scoped_to_the_given_workflows(workflow, other_workflow, eval_
     ticket_embeddings_refresh_batch(ticket_ids=[outsider.pk])
 
     for mode in MODES:
-        found = _public_ids(ticket_search(workflow_ids=[workflow.pk], query="deadlock detected", search_type=mode, limit=50))
+        found = _public_ids(
+            ticket_search(workflow_ids=[workflow.pk], query="deadlock detected", search_type=mode, limit=50)
+        )
         assert outsider.public_id not in found
-    both = ticket_search(workflow_ids=[workflow.pk, other_workflow.pk], query="deadlock detected", search_type="keyword")
+    both = ticket_search(
+        workflow_ids=[workflow.pk, other_workflow.pk], query="deadlock detected", search_type="keyword"
+    )
     assert outsider.public_id in _public_ids(both)
     assert ticket_search(workflow_ids=[], query="deadlock detected") == []
 
@@ -245,7 +251,11 @@ def test_filters_restrict_every_mode(workflow, eval_set, mode, filters, check):
     by_public_id = {t.public_id: t for t in Ticket.objects.filter(workflow=workflow)}
 
     results = ticket_search(
-        workflow_ids=[workflow.pk], query="payment webhook errors in production", search_type=mode, filters=filters, limit=20
+        workflow_ids=[workflow.pk],
+        query="payment webhook errors in production",
+        search_type=mode,
+        filters=filters,
+        limit=20,
     )
 
     assert results, filters
@@ -359,7 +369,12 @@ def test_similar_tickets_excludes_the_ticket_itself_and_other_workflows(workflow
         workflow_ids=[workflow.pk], title=ticket.title, description=ticket.description, exclude_ticket_id=ticket.pk
     )
 
-    assert including[0] == {"ticket_id": ticket.public_id, "title": ticket.title, "status": ticket.status, "similarity": 1.0}
+    assert including[0] == {
+        "ticket_id": ticket.public_id,
+        "title": ticket.title,
+        "status": ticket.status,
+        "similarity": 1.0,
+    }
     assert ticket.public_id not in _public_ids(excluding)
     assert twin.public_id not in _public_ids(including)
 

@@ -32,9 +32,9 @@ from tickets import payloads, selectors, services
 from tickets.models import Ticket, TicketComment
 
 TAG = ["tickets"]
-STATUS_CHOICES = Ticket.Status.values
-PRIORITY_CHOICES = Ticket.Priority.values
-TYPE_CHOICES = Ticket.TicketType.values
+STATUS_CHOICES = Ticket.Status.choices
+PRIORITY_CHOICES = Ticket.Priority.choices
+TYPE_CHOICES = Ticket.TicketType.choices
 COMMIT_SHA = serializers.RegexField(r"^[0-9a-fA-F]{7,64}$", required=False, allow_null=True, help_text="git commit sha")
 TICKET_ID_PARAM = OpenApiParameter("ticket_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. TKT-12")
 AGENT_ID_HELP = "optional; when given it must be your own agent id (403 otherwise)"
@@ -189,7 +189,7 @@ class CommitLinkedSerializer(serializers.Serializer):
 
 class TicketListQuery(CursorQuery):
     workflow = serializers.CharField(max_length=100, help_text="workflow slug")
-    status = serializers.ChoiceField(choices=[*STATUS_CHOICES, "blocked"], required=False)
+    status = serializers.ChoiceField(choices=[*STATUS_CHOICES, ("blocked", "Blocked")], required=False)
     priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     assigned_agent = serializers.CharField(max_length=100, required=False)
@@ -223,7 +223,7 @@ class TicketCreateRequest(StrictSerializer):
     description = serializers.CharField(min_length=10, max_length=20000)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, default="task")
     priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, default="medium")
-    initial_status = serializers.ChoiceField(choices=[s for s in STATUS_CHOICES if s != "done"], required=False, allow_null=True)
+    initial_status = serializers.ChoiceField(choices=[s for s in STATUS_CHOICES if s[0] != "done"], required=False, allow_null=True)
     assigned_agent_id = serializers.CharField(max_length=100, required=False, allow_null=True)
     parent_ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     blocked_by_ticket_ids = serializers.ListField(child=serializers.CharField(max_length=30), max_length=50, required=False)
@@ -260,7 +260,7 @@ class ResolveRequest(StrictSerializer):
 class CommentCreateRequest(StrictSerializer):
     agent_id = serializers.CharField(max_length=100, required=False, help_text=AGENT_ID_HELP)
     comment_text = serializers.CharField(min_length=1, max_length=20000)
-    comment_type = serializers.ChoiceField(choices=TicketComment.CommentType.values, default="general")
+    comment_type = serializers.ChoiceField(choices=TicketComment.CommentType.choices, default="general")
     mentions = serializers.ListField(child=serializers.CharField(max_length=100), max_length=20, required=False)
     attachments = BoundedJSONListField(child=serializers.JSONField(), max_length=20, required=False)
 

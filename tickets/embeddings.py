@@ -173,7 +173,9 @@ class OpenAICompatibleEmbeddingProvider(EmbeddingProvider):
         transport: httpx.BaseTransport | None = None,
     ):
         if not base_url:
-            raise ImproperlyConfigured("EMBEDDING_PROVIDER=openai needs EMBEDDING_BASE_URL (e.g. https://api.openai.com/v1).")
+            raise ImproperlyConfigured(
+                "EMBEDDING_PROVIDER=openai needs EMBEDDING_BASE_URL (e.g. https://api.openai.com/v1)."
+            )
         self.url = base_url.rstrip("/") + "/embeddings"
         self.api_key = api_key
         self.model = model

@@ -94,7 +94,9 @@ def _validated_filters(filters: dict | None) -> dict[str, Any]:
     if filters is None:
         return {}
     if not isinstance(filters, dict):
-        raise DomainError(f"filters must be an object with keys from {list(FILTER_KEYS)}; got {type(filters).__name__}.")
+        raise DomainError(
+            f"filters must be an object with keys from {list(FILTER_KEYS)}; got {type(filters).__name__}."
+        )
     unknown = sorted(set(filters) - set(FILTER_KEYS))
     if unknown:
         raise DomainError(f"filters has unknown key(s) {unknown}; allowed keys: {list(FILTER_KEYS)}.")
@@ -171,7 +173,8 @@ def _vector_literal(vector: list[float]) -> str:
 def _keyword_candidates(
     cursor, *, query: str, where: str, params: dict, count: int, want: int, include_comments: bool
 ) -> list[tuple[int, float]]:
-    """[(ticket_id, score)] best first. Tickets containing every query word rank above partial matches."""
+    """[(ticket_id, score, has_no_embedding)] best first. Tickets containing every query word rank above
+    partial matches."""
     uses_syntax = bool(_WEBSEARCH_SYNTAX.search(query))
     strict = "websearch_to_tsquery('english', %(q)s)" if uses_syntax else "plainto_tsquery('english', %(q)s)"
     loose = _LOOSE_TSQUERY
@@ -179,14 +182,16 @@ def _keyword_candidates(
         UNION ALL
         SELECT c.ticket_id AS id,
                max(ts_rank_cd(setweight(to_tsvector('english', c.text), 'C'), q.tsq)) AS rank,
-               bool_or(to_tsvector('english', c.text) @@ q.strict_tsq) AS all_words
+               bool_or(to_tsvector('english', c.text) @@ q.strict_tsq) AS all_words,
+               bool_and(t.embedding IS NULL) AS unembedded
           FROM {COMMENT_TABLE} c JOIN {TICKET_TABLE} t ON t.id = c.ticket_id, q
          WHERE to_tsvector('english', c.text) @@ q.tsq AND {where}
          GROUP BY c.ticket_id"""
     sql = f"""
         WITH q AS (SELECT {{tsq}} AS tsq, {strict} AS strict_tsq)
-        SELECT id, sum(rank) AS rank, bool_or(all_words) AS all_words FROM (
-            SELECT t.id, ts_rank_cd(t.search_vector, q.tsq) AS rank, t.search_vector @@ q.strict_tsq AS all_words
+        SELECT id, sum(rank) AS rank, bool_or(all_words) AS all_words, bool_and(unembedded) AS unembedded FROM (
+            SELECT t.id, ts_rank_cd(t.search_vector, q.tsq) AS rank, t.search_vector @@ q.strict_tsq AS all_words,
+                   t.embedding IS NULL AS unembedded
               FROM {TICKET_TABLE} t, q
              WHERE t.search_vector @@ q.tsq AND {where}
             {comment_part if include_comments else ""}
@@ -200,7 +205,10 @@ def _keyword_candidates(
         seen = {row[0] for row in rows}
         rows += [row for row in cursor.fetchall() if row[0] not in seen][: count - len(rows)]
     # One score scale whose order matches the result order: every word matched → [0.5, 1), some → [0, 0.5).
-    return [(ticket_id, (0.5 if all_words else 0.0) + 0.5 * rank / (1 + rank)) for ticket_id, rank, all_words in rows]
+    return [
+        (ticket_id, (0.5 if all_words else 0.0) + 0.5 * rank / (1 + rank), unembedded)
+        for ticket_id, rank, all_words, unembedded in rows
+    ]
 
 
 def _semantic_candidates(
@@ -236,15 +244,25 @@ def _semantic_candidates(
 
 
 def _reciprocal_rank_fusion(
-    semantic: list[tuple[int, float]], keyword: list[tuple[int, float]]
+    semantic: list[tuple[int, float]], keyword: list[tuple[int, float, bool]]
 ) -> list[tuple[int, float, list[str]]]:
+    """Weighted RRF. A keyword hit that has no embedding yet (written a moment ago, provider down) cannot
+    be ranked by meaning, so its semantic term is imputed from its keyword rank; without that, a ticket
+    matching every query word would sink below ~30 semantic neighbours (0.4/61 < 0.6/91) and, in effect,
+    not be found."""
     scores: dict[int, float] = {}
     matched: dict[int, list[str]] = {}
-    for name, weight, ranked in (("keyword", KEYWORD_WEIGHT, keyword), ("semantic", SEMANTIC_WEIGHT, semantic)):
-        for rank, (ticket_id, _) in enumerate(ranked, start=1):
-            scores[ticket_id] = scores.get(ticket_id, 0.0) + weight / (RRF_K + rank)
-            matched.setdefault(ticket_id, []).append(name)
-    return [(ticket_id, score, matched[ticket_id]) for ticket_id, score in sorted(scores.items(), key=lambda i: (-i[1], -i[0]))]
+    for rank, (ticket_id, _, unembedded) in enumerate(keyword, start=1):
+        weight = KEYWORD_WEIGHT + (SEMANTIC_WEIGHT if unembedded and semantic else 0.0)
+        scores[ticket_id] = weight / (RRF_K + rank)
+        matched[ticket_id] = ["keyword"]
+    for rank, (ticket_id, _) in enumerate(semantic, start=1):
+        scores[ticket_id] = scores.get(ticket_id, 0.0) + SEMANTIC_WEIGHT / (RRF_K + rank)
+        matched.setdefault(ticket_id, []).append("semantic")
+    return [
+        (ticket_id, score, matched[ticket_id])
+        for ticket_id, score in sorted(scores.items(), key=lambda i: (-i[1], -i[0]))
+    ]
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -287,7 +305,15 @@ def _result_rows(cursor, ticket_ids: list[int], *, query: str | None, include_co
         {"ids": ticket_ids, "q": query, "opts": headline_options},
     )
     rows = {}
-    for ticket_id, title, status, priority, description_start, description_headline, comment_headline in cursor.fetchall():
+    for (
+        ticket_id,
+        title,
+        status,
+        priority,
+        description_start,
+        description_headline,
+        comment_headline,
+    ) in cursor.fetchall():
         if comment_headline:
             snippet = "comment: " + _compact(comment_headline, SNIPPET_LENGTH - 9)
         else:
@@ -344,7 +370,7 @@ def ticket_search(
     # Fusion needs more than `limit` candidates from each list, or a ticket ranked 12th by keyword and
     # 3rd by meaning could never surface.
     candidate_count = limit if search_type != "hybrid" else min(max(limit * 5, 50), 200)
-    keyword: list[tuple[int, float]] = []
+    keyword: list[tuple[int, float, bool]] = []
     semantic: list[tuple[int, float]] = []
     with transaction.atomic(), connection.cursor() as cursor:  # SET LOCAL needs a transaction
         if search_type in ("keyword", "hybrid"):
@@ -359,17 +385,22 @@ def ticket_search(
             )
         if vector is not None:
             semantic = _semantic_candidates(
-                cursor, vector=vector, where=where, params=params, count=candidate_count, include_comments=include_comments
+                cursor,
+                vector=vector,
+                where=where,
+                params=params,
+                count=candidate_count,
+                include_comments=include_comments,
             )
 
         if search_type == "keyword":
-            ranked = [(ticket_id, round(score, 4), ["keyword"]) for ticket_id, score in keyword]
+            ranked = [(ticket_id, round(score, 4), ["keyword"]) for ticket_id, score, _ in keyword]
         elif search_type == "semantic":
             ranked = [(ticket_id, round(1 - distance, 3), ["semantic"]) for ticket_id, distance in semantic]
         else:
             ranked = [(t, round(s, 5), m) for t, s, m in _reciprocal_rank_fusion(semantic, keyword)]
         ranked = ranked[:limit]
-        keyword_ids = {ticket_id for ticket_id, _ in keyword}
+        keyword_ids = {ticket_id for ticket_id, _, _ in keyword}
         rows = _result_rows(
             cursor,
             [ticket_id for ticket_id, _, _ in ranked],
@@ -444,6 +475,11 @@ def similar_tickets(
         if similarity >= threshold:
             title_, status = details[ticket_id]
             results.append(
-                {"ticket_id": f"{Ticket.PUBLIC_PREFIX}-{ticket_id}", "title": title_, "status": status, "similarity": similarity}
+                {
+                    "ticket_id": f"{Ticket.PUBLIC_PREFIX}-{ticket_id}",
+                    "title": title_,
+                    "status": status,
+                    "similarity": similarity,
+                }
             )
     return results

@@ -475,3 +475,31 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
     _record(ticket, actor, "updated", field="duplicate_of", new=original.public_id, comment=comment)
     _bump_version(ticket, ["duplicate_of"])
     return ticket_resolve(actor=actor, ticket_id=ticket.id, resolution_comment=comment or f"Duplicate of {original.public_id}.")
+
+
+# --- workflow settings (issue 7: admin triage) ------------------------------------------------------
+
+
+@transaction.atomic
+def workflow_update(*, actor, workflow_id: int, updates: dict) -> Workflow:
+    """Edit a workflow's name, description, sandbox limit or auto-spawn rules (the slug is permanent)."""
+    editable = {"name", "description", "max_concurrent_sandboxes", "auto_spawn_rules"}
+    unknown = sorted(set(updates) - editable)
+    if unknown:
+        raise DomainError(f"workflow: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(sorted(editable))}.")
+    workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
+    if workflow is None:
+        raise NotFound(f"No workflow with id {workflow_id}.")
+    if "name" in updates:
+        updates["name"] = require_text(updates["name"], argument="name", min_length=1, max_length=200)
+    if "max_concurrent_sandboxes" in updates:
+        value = updates["max_concurrent_sandboxes"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
+            raise DomainError(f"max_concurrent_sandboxes must be a whole number from 0 to 1000; got {value!r}.")
+    if "auto_spawn_rules" in updates and not isinstance(updates["auto_spawn_rules"], dict):
+        raise DomainError('auto_spawn_rules must be an object mapping ticket_type to an agent template, e.g. {"bug": "worker"}.')
+    for field, value in updates.items():
+        setattr(workflow, field, value)
+    if updates:
+        workflow.save(update_fields=list(updates))
+    return workflow

@@ -40,7 +40,9 @@ def _after_commit(job, refresh, object_id: int) -> None:
         except Exception:
             # The write already committed; a missing embedding only costs semantic recall until the
             # backfill runs, so log instead of failing the caller's request.
-            logger.exception("inline embedding of %s %s failed; `manage.py backfill_embeddings` will retry", job.name, object_id)
+            logger.exception(
+                "inline embedding of %s %s failed; `manage.py backfill_embeddings` will retry", job.name, object_id
+            )
     else:
         job.enqueue(object_id)
 

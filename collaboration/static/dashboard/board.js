@@ -52,7 +52,6 @@
   function addFeed(m) {
     var feed = document.getElementById("feed");
     if (!feed) return;
-    if (cfg.feed_events && cfg.feed_events.indexOf(m.event) < 0 && m.event.indexOf("task.") !== 0) return;
     var empty = feed.querySelector(".empty");
     if (empty) empty.remove();
     var at = new Date(m.at);

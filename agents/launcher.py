@@ -1,0 +1,171 @@
+"""Launching sandboxed workers: `launch_worker` (service) and `execute_run` (the background job's body).
+
+launch_worker(ticket|task, template) checks the workflow's sandbox limit, picks or creates the task, makes
+the worker's agent identity and a pending SandboxRun, and enqueues `agents.tasks.run_sandbox_worker` after
+commit. execute_run provisions the sandbox (Daytona or local), issues a short-lived token scoped to the
+workflow, runs the OpenHands agent (real LLM when LLM_* is configured, else the scripted playbook), records
+progress, cost and result on the SandboxRun, and always tears the sandbox down and revokes the token. If
+the process dies mid-run, the task's lease expires and the task returns to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents import services as agent_services
+from agents.agent_templates import get_template
+from agents.models import Agent, AgentToken, SandboxRun
+from omoi_site.domain import Conflict, DomainError, is_agent
+from omoi_site.events import publish_on_commit
+from tasks.models import Task
+from tickets.models import Ticket, Workflow
+
+logger = logging.getLogger(__name__)
+ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
+
+
+def _run_payload(run: SandboxRun) -> dict:
+    return {
+        "run_id": run.pk, "agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}" if run.task_id else None,
+        "provider": run.provider, "status": run.status, "sandbox_id": run.sandbox_id or None,
+        "sandbox_seconds": round(run.sandbox_seconds, 1), "llm_tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
+    }
+
+
+@transaction.atomic
+def launch_worker(
+    *, actor, template: str, task: Task | None = None, ticket: Ticket | None = None, agent_id: str | None = None,
+    provider: str | None = None, enqueue: bool = True,
+) -> SandboxRun:
+    """Create a SandboxRun for a worker of `template` on `task` (or on the ticket's next pending task, or a new
+    task for the ticket) and enqueue its execution. Refused beyond the workflow's concurrent sandbox limit."""
+    spec = get_template(template)
+    if task is None and ticket is None:
+        raise DomainError("launch_worker needs a task or a ticket.")
+    ticket = ticket or task.ticket
+    workflow = Workflow.objects.select_for_update().get(pk=ticket.workflow_id)
+    active = SandboxRun.objects.filter(workflow=workflow, status__in=ACTIVE_RUN_STATUSES).count()
+    if active >= workflow.max_concurrent_sandboxes:
+        raise Conflict(
+            f"workflow '{workflow.slug}' already runs {active} sandbox(es), its limit is {workflow.max_concurrent_sandboxes}; "
+            "wait for one to finish or raise the limit in the admin."
+        )
+    if ticket.status == Ticket.Status.DONE:
+        raise Conflict(f"ticket {ticket.public_id} is done; nothing to launch a worker for.")
+    if task is None:
+        task = Task.objects.filter(ticket=ticket, status=Task.Status.PENDING).order_by("-priority_rank", "id").first()
+    if task is None:
+        from tasks.services import task_create
+
+        task, _ = task_create(actor=actor, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION",
+                              description=f"Work on {ticket.public_id}: {ticket.title}", task_type="implementation")
+    if task.status != Task.Status.PENDING:
+        raise Conflict(f"task {task.public_id} is '{task.status}'; only pending tasks can get a new worker.")
+    worker_id = agent_id or f"{spec.name}-{timezone.now():%H%M%S}-{task.pk}"
+    worker = agent_services.agent_create_or_update(agent_id=worker_id, workflows=[workflow], agent_type=spec.agent_type,
+                                                   template=spec.name)
+    Agent.objects.filter(pk=worker.pk).update(status=Agent.Status.SPAWNING)
+    run = SandboxRun.objects.create(
+        agent=worker, workflow=workflow, task=task, ticket=ticket, template=spec.name,
+        provider=provider or settings.SANDBOX_PROVIDER,
+    )
+    # the task waits for this worker: nobody else should claim it meanwhile
+    Task.objects.filter(pk=task.pk).update(assigned_agent=worker)
+    if enqueue:
+        from agents.tasks import run_sandbox_worker
+
+        transaction.on_commit(lambda: run_sandbox_worker.enqueue(run.pk))
+    publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=_run_payload(run),
+                      agents=[worker.agent_id] + ([actor.agent_id] if is_agent(actor) else []))
+    return run
+
+
+def _update_run(run_id: int, **fields) -> SandboxRun:
+    with transaction.atomic():
+        run = SandboxRun.objects.select_for_update(of=("self",)).select_related("workflow", "ticket", "task").get(pk=run_id)
+        for name, value in fields.items():
+            setattr(run, name, value)
+        run.save(update_fields=list(fields))
+        if run.status in (SandboxRun.Status.SUCCEEDED, SandboxRun.Status.FAILED, SandboxRun.Status.CANCELLED):
+            publish_on_commit("sandbox.finished", workflow=run.workflow.slug,
+                              ticket=run.ticket.public_id if run.ticket_id else None, payload=_run_payload(run),
+                              agents=[run.agent_id])
+        return run
+
+
+def _llm_for(run: SandboxRun, token: str, playbook_command: str | None):
+    if settings.LLM_MODEL and (settings.LLM_API_KEY or settings.LLM_BASE_URL):
+        from agents.worker_runtime import build_llm
+
+        return build_llm(model=settings.LLM_MODEL, api_key=settings.LLM_API_KEY, base_url=settings.LLM_BASE_URL)
+    from agents.scripted_brain import scripted_llm, task_worker_playbook
+
+    return scripted_llm(task_worker_playbook(
+        agent_id=run.agent_id, task_id=f"TSK-{run.task_id}", ticket_id=f"TKT-{run.ticket_id}",
+        command=playbook_command or "ls -la && echo work-done", discovery=f"noticed while working on TSK-{run.task_id}",
+    ), final_message="Task completed.")
+
+
+def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -> SandboxRun:
+    """Provision, run and tear down one worker. Records status, timings, cost and a log tail on the run."""
+    from agents.sandboxes import get_sandbox_provider
+
+    run = _update_run(run_id, status=SandboxRun.Status.PROVISIONING)
+    spec = get_template(run.template)
+    sandbox = None
+    token_prefix = None
+    started = time.monotonic()
+    try:
+        provider = get_sandbox_provider(run.provider)
+        if not getattr(provider, "is_isolated", True):
+            logger.warning("sandbox run %s uses the local provider: commands are NOT isolated", run_id)
+        token = agent_services.agent_token_issue(agent=run.agent, label=f"sandbox-run-{run_id}", ttl_seconds=spec.max_run_seconds + 300)
+        token_prefix = token[:12]
+        environment = {
+            "MCP_SERVER_URL": settings.MCP_SERVER_URL, "AGENT_ID": run.agent_id, "TASK_ID": f"TSK-{run.task_id}",
+            "OMOIOS_AGENT_TOKEN": token,
+        }
+        sandbox = provider.create(labels={"omoios-run": str(run_id), "agent": run.agent_id}, env=environment)
+        environment["SANDBOX_ID"] = sandbox.sandbox_id
+        run = _update_run(run_id, status=SandboxRun.Status.RUNNING, sandbox_id=sandbox.sandbox_id, started_at=timezone.now())
+        Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.RUNNING, last_heartbeat=timezone.now())
+        from agents.worker_runtime import run_worker
+
+        brief = (f"Work on task TSK-{run.task_id} of ticket TKT-{run.ticket_id} in workflow '{run.workflow.slug}'. "
+                 f"You are {run.agent_id}; your sandbox is {sandbox.sandbox_id}.")
+        outcome = run_worker(
+            llm=llm or _llm_for(run, token, playbook_command), mcp_url=settings.MCP_SERVER_URL, token=token, sandbox=sandbox,
+            working_dir=settings.BASE_DIR / ".data" / "conversations" / f"run-{run_id}", brief=brief,
+            system_prompt=spec.system_prompt(agent_id=run.agent_id, workflow=run.workflow.slug, task_id=f"TSK-{run.task_id}",
+                                             ticket_id=f"TKT-{run.ticket_id}"),
+            max_iterations=spec.max_iterations, command_timeout=spec.command_timeout_seconds,
+        )
+        task_done = Task.objects.filter(pk=run.task_id, status=Task.Status.COMPLETED).exists()
+        status = SandboxRun.Status.SUCCEEDED if (task_done and not outcome.error) else SandboxRun.Status.FAILED
+        return _finish(run_id, sandbox, started, status=status, exit_code=0 if status == SandboxRun.Status.SUCCEEDED else 1,
+                       log_tail="\n".join(outcome.log)[-8000:], error=outcome.error or ("" if task_done else "the task was not completed"),
+                       llm_prompt_tokens=outcome.prompt_tokens, llm_completion_tokens=outcome.completion_tokens,
+                       llm_cost_usd=Decimal(str(round(outcome.cost_usd, 4))))
+    except Exception as error:
+        logger.exception("sandbox run %s failed", run_id)
+        return _finish(run_id, sandbox, started, status=SandboxRun.Status.FAILED, exit_code=1, error=f"{type(error).__name__}: {error}"[:2000])
+    finally:
+        if token_prefix:
+            AgentToken.objects.filter(agent_id=run.agent_id, prefix=token_prefix, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def _finish(run_id: int, sandbox, started: float, **fields) -> SandboxRun:
+    if sandbox is not None:
+        try:
+            sandbox.delete()
+        except Exception:
+            logger.exception("deleting the sandbox of run %s failed", run_id)
+    run = _update_run(run_id, ended_at=timezone.now(), sandbox_seconds=time.monotonic() - started, **fields)
+    Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.IDLE)
+    return run

@@ -1,0 +1,119 @@
+"""Launching sandboxed workers: a scripted OpenHands agent claims its task through MCP, runs commands in its
+sandbox, reports a discovery and completes; a killed worker's task returns to the queue when its lease expires."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from agents.models import SandboxRun
+from tasks.models import Discovery, Task, TaskEvent
+
+
+@pytest.fixture
+def coordinator_and_ticket(asgi_server, transactional_db, workflow, make_agent, settings, tmp_path):
+    from tasks.services import task_create
+    from tickets.services import ticket_create
+
+    settings.MCP_SERVER_URL = f"{asgi_server.url}/mcp/"
+    settings.SANDBOX_PROVIDER = "local"
+    coordinator = make_agent("coordinator", workflow, agent_type="coordinator")[0]
+    ticket = ticket_create(actor=coordinator, workflow=workflow, title="Fix login timeout bug",
+                           description="Sessions expire after five minutes instead of eight hours.")
+    task, _ = task_create(actor=coordinator, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION",
+                          description="Find where the session TTL comes from", task_type="investigation")
+    return coordinator, ticket, task
+
+
+def test_launched_worker_claims_runs_commands_reports_discovery_and_completes(coordinator_and_ticket):
+    from agents.launcher import execute_run, launch_worker
+
+    coordinator, ticket, task = coordinator_and_ticket
+    run = launch_worker(actor=coordinator, template="implementer", task=task, enqueue=False)
+    assert run.status == "pending" and run.agent.agent_type == "implementer"
+
+    finished = execute_run(run.pk, playbook_command="echo session_ttl=300 > finding.txt && cat finding.txt")
+
+    assert finished.status == "succeeded", (finished.error, finished.log_tail)
+    assert finished.exit_code == 0 and finished.sandbox_seconds > 0 and finished.started_at and finished.ended_at
+    assert "session_ttl=300" in finished.log_tail
+    task.refresh_from_db()
+    assert (task.status, task.claimed_by_id) == ("completed", run.agent_id)
+    assert "session_ttl=300" in task.result["output"]
+    discovery = Discovery.objects.get(source_task=task)
+    assert discovery.spawned_task.status == "pending" and discovery.recorded_by_agent_id == run.agent_id
+    assert [e.event_type for e in TaskEvent.objects.filter(task=task)][:3] == ["created", "claimed", "status_changed"]
+    sandbox_dir = Path(django_settings.BASE_DIR) / ".data" / "sandboxes" / finished.sandbox_id
+    assert finished.sandbox_id and not sandbox_dir.exists()
+    assert not run.agent.tokens.filter(revoked_at__isnull=True).exists()
+
+
+def test_sandbox_limit_per_workflow_is_enforced(coordinator_and_ticket, workflow):
+    from agents.launcher import launch_worker
+    from omoi_site.domain import Conflict
+    from tasks.services import task_create
+
+    coordinator, ticket, task = coordinator_and_ticket
+    workflow.max_concurrent_sandboxes = 1
+    workflow.save()
+    launch_worker(actor=coordinator, template="researcher", task=task, enqueue=False)
+    other, _ = task_create(actor=coordinator, ticket_id=ticket.id, phase_id="PHASE_TESTING", description="Another piece of work")
+    with pytest.raises(Conflict, match="limit is 1"):
+        launch_worker(actor=coordinator, template="researcher", task=other, enqueue=False)
+    assert SandboxRun.objects.count() == 1
+
+
+def test_coordinator_launches_through_mcp_and_others_may_not(coordinator_and_ticket, make_agent, workflow, mcp_for):
+    coordinator, ticket, task = coordinator_and_ticket
+    token = coordinator.tokens.none()  # tokens are hashed; issue a fresh one
+    from agents.services import agent_token_issue
+
+    token = agent_token_issue(agent=coordinator)
+    _, worker_token = make_agent("plain-worker", workflow)
+    result = mcp_for(token).call("launch_worker", agent_id="coordinator", template="implementer", task_id=task.public_id)
+    assert result["status"] == "pending" and result["task_id"] == task.public_id
+    assert "only coordinator" in mcp_for(worker_token).error("launch_worker", agent_id="plain-worker", template="implementer",
+                                                             ticket_id=ticket.public_id)
+    assert "template must be one of" in mcp_for(token).error("launch_worker", agent_id="coordinator", template="wizard",
+                                                              ticket_id=ticket.public_id)
+    assert SandboxRun.objects.count() == 1
+
+
+def test_killed_worker_task_returns_to_the_queue_when_its_lease_expires(coordinator_and_ticket, settings):
+    from agents.launcher import launch_worker
+    from tasks.services import task_reap_expired_leases
+
+    coordinator, ticket, task = coordinator_and_ticket
+    settings.TASK_LEASE_SECONDS = 2
+    run = launch_worker(actor=coordinator, template="implementer", task=task, enqueue=False)
+    connection.ensure_connection()
+    info = connection.connection.info  # the live connection knows the embedded server's socket dir
+    url = f"postgresql://{info.user}@/{info.dbname}?host={info.host}&port={info.port}"
+    environment = {**os.environ, "DATABASE_URL": url, "MCP_SERVER_URL": django_settings.MCP_SERVER_URL, "SANDBOX_PROVIDER": "local"}
+    worker = subprocess.Popen([sys.executable, "manage.py", "run_sandbox_worker", str(run.pk), "--command", "sleep 120"],
+                              cwd=django_settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while Task.objects.get(pk=task.pk).status != "running":
+            assert worker.poll() is None, worker.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the worker never started its task"
+            time.sleep(0.2)
+            connection.close()
+        os.killpg(worker.pid, signal.SIGKILL)  # crash: no release, no completion
+        worker.wait(timeout=10)
+        assert Task.objects.get(pk=task.pk).claimed_by_id == run.agent_id
+        time.sleep(2.5)
+        assert task_reap_expired_leases() == 1
+        task.refresh_from_db()
+        assert (task.status, task.claimed_by_id) == ("pending", None)
+        assert TaskEvent.objects.filter(task=task, event_type="lease_expired", details__previous_holder=run.agent_id).exists()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)

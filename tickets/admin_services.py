@@ -1,0 +1,53 @@
+"""Bulk triage for the admin: each function applies ONE existing ticket service to several tickets, in pk
+order (the lock order every service uses), inside one transaction — if the service refuses any ticket,
+none of them changes and no event is published (events go out on commit only).
+
+The rules stay in tickets.services; these wrappers only add the all-or-nothing bulk semantics.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from tickets import services
+from tickets.models import Ticket
+
+
+@transaction.atomic
+def tickets_change_status(*, actor, ticket_ids: list[int], new_status: str, comment: str) -> list[Ticket]:
+    """ticket_change_status for every ticket ('done' resolves, as in the single-ticket service)."""
+    return [services.ticket_change_status(actor=actor, ticket_id=pk, new_status=new_status, comment=comment)
+            for pk in sorted(ticket_ids)]
+
+
+@transaction.atomic
+def tickets_assign(*, actor, ticket_ids: list[int], agent_id: str | None, comment: str = "") -> list[Ticket]:
+    """Assign every ticket to an agent of its workflow (None unassigns) through ticket_update."""
+    return [services.ticket_update(actor=actor, ticket_id=pk, updates={"assigned_agent_id": agent_id}, update_comment=comment)[0]
+            for pk in sorted(ticket_ids)]
+
+
+@transaction.atomic
+def tickets_resolve(*, actor, ticket_ids: list[int], resolution_comment: str) -> list[Ticket]:
+    """ticket_resolve for every ticket (unblocking their dependents as usual)."""
+    return [services.ticket_resolve(actor=actor, ticket_id=pk, resolution_comment=resolution_comment) for pk in sorted(ticket_ids)]
+
+
+@transaction.atomic
+def tickets_mark_duplicate(*, actor, ticket_ids: list[int], duplicate_of_ticket_id, comment: str = "") -> list[Ticket]:
+    """ticket_mark_duplicate for every ticket (each is resolved as a duplicate of the original)."""
+    return [services.ticket_mark_duplicate(actor=actor, ticket_id=pk, duplicate_of_ticket_id=duplicate_of_ticket_id, comment=comment)
+            for pk in sorted(ticket_ids)]
+
+
+@transaction.atomic
+def tickets_add_blocker(*, actor, ticket_ids: list[int], blocked_by_ticket_id) -> list[Ticket]:
+    """dependency_add for every ticket: each becomes blocked by the same ticket (cycles are refused)."""
+    return [services.dependency_add(actor=actor, ticket_id=pk, blocked_by_ticket_id=blocked_by_ticket_id) for pk in sorted(ticket_ids)]
+
+
+@transaction.atomic
+def dependencies_remove(*, actor, pairs: list[tuple[int, int]]) -> list[Ticket]:
+    """dependency_remove for each (ticket, blocker) pair."""
+    return [services.dependency_remove(actor=actor, ticket_id=ticket_pk, blocked_by_ticket_id=blocker_pk)
+            for ticket_pk, blocker_pk in sorted(pairs)]
