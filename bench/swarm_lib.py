@@ -104,7 +104,7 @@ def generate_plan(
         task = PlannedTask(key=f"t{index}", ticket=ticket, units=_draw_units(rng))
         same_ticket = list(range(first_of_ticket, index))
         if same_ticket and rng.random() < 0.7:
-            window = same_ticket[-6:]
+            window = same_ticket[-3:]
             task.depends_on += [f"t{i}" for i in rng.sample(window, k=min(len(window), rng.choice((1, 1, 2))))]
         if first_of_ticket > 0 and rng.random() < cross_ticket_rate:
             task.depends_on.append(f"t{rng.randrange(0, first_of_ticket)}")

