@@ -169,3 +169,21 @@ def _finish(run_id: int, sandbox, started: float, **fields) -> SandboxRun:
     run = _update_run(run_id, ended_at=timezone.now(), sandbox_seconds=time.monotonic() - started, **fields)
     Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.IDLE)
     return run
+
+
+def auto_spawn(ticket_id: int) -> str:
+    """Apply the workflow's auto-spawn rule to a ticket (skips, with a reason, when it no longer applies)."""
+    ticket = Ticket.objects.select_related("workflow").filter(pk=ticket_id).first()
+    if ticket is None or ticket.status == Ticket.Status.DONE or ticket.is_blocked:
+        return "skipped: ticket gone, done or blocked"
+    template = (ticket.workflow.auto_spawn_rules or {}).get(ticket.ticket_type)
+    if not template:
+        return "skipped: no rule for this ticket type"
+    if SandboxRun.objects.filter(ticket=ticket, status__in=ACTIVE_RUN_STATUSES).exists():
+        return "skipped: a worker is already running for this ticket"
+    try:
+        run = launch_worker(actor=None, template=template, ticket=ticket)
+    except DomainError as error:
+        logger.warning("auto-spawn for %s skipped: %s", ticket.public_id, error.message)
+        return f"skipped: {error.message}"
+    return f"launched run {run.pk}"

@@ -364,7 +364,8 @@ def main() -> None:
     if not (args.keep or args.reuse):
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {Ticket._meta.db_table} WHERE workflow_id = %s", [workflow.pk])
-        workflow.delete()
+            # Raw SQL: the ORM's cascade would visit every app's tables, which the bench database may lack.
+            cursor.execute(f"DELETE FROM {Workflow._meta.db_table} WHERE id = %s", [workflow.pk])
         print("\nbench workflow deleted (use --keep or --reuse to keep it)")
 
 

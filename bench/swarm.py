@@ -74,11 +74,13 @@ def start_server(workers: int, env: dict) -> tuple[subprocess.Popen, str]:
 # --- CPU accounting (psutil): a process's own time, its reaped children's and its live children's ----------
 
 
-def cpu_seconds(process) -> float:
+def cpu_seconds(process, *, include_children: bool = True) -> float:
     import psutil
 
     try:
         times = process.cpu_times()
+        if not include_children:
+            return times.user + times.system
         total = times.user + times.system + times.children_user + times.children_system
         for child in process.children(recursive=True):
             try:
@@ -157,9 +159,11 @@ def main() -> int:
     config = SwarmConfig(scale=args.scale, lease_seconds=float(args.lease), timeout=args.timeout, workflow=workflow)
     try:
         processes = watched_processes(server.pid if server else None)
-        cpu_before = {name: cpu_seconds(process) for name, process in processes.items()}
+        own = processes["swarm client (this process)"]
+        measure = lambda process: cpu_seconds(process, include_children=process.pid != own.pid)  # noqa: E731
+        cpu_before = {name: measure(process) for name, process in processes.items()}
         result = asyncio.run(run_swarm(url, agents, plan, task_ids, config))
-        cpu = {name: cpu_seconds(process) - cpu_before[name] for name, process in processes.items()}
+        cpu = {name: measure(process) - cpu_before[name] for name, process in processes.items()}
     finally:
         if server is not None:
             server.terminate()

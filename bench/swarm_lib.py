@@ -335,7 +335,8 @@ class Swarm:
         self.planned_by_key = {task.key: task for task in plan.tasks}
         self.done = asyncio.Event()
         self.idle: dict[str, asyncio.Event] = {}  # agent id -> its wake-up event, while idle-polling
-        self.reserved: set[str] = set()  # idle agents chosen as a handoff target
+        self.reserved: set[str] = set()  # agents chosen as a handoff target, until they read their mailbox
+        self.waiting: set[str] = set()  # agents waiting for the answer to their own handoff request
         self.mailboxes: dict[str, list[HandoffOffer]] = defaultdict(list)
         self.crashing = {agents[i][0]: point for i, point in plan.crash_points.items() if i < len(agents)}
         self.claimed_by_others: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -476,10 +477,16 @@ class Swarm:
 
     async def _hand_off(self, connection: Connection, segment: Segment, remaining_units: float, decline: bool) -> bool:
         """Ask an idle agent to finish the task. True when it took it over (this agent is done with it)."""
-        candidates = sorted(a for a in self.idle if a not in self.reserved and a != segment.agent_id and a not in self.crashing)
+        # Prefer an idle agent; else a busy one, which answers after its current task. Never one that is
+        # itself waiting for an answer: waits then always point at a non-waiting agent, so no cycle.
+        eligible = [a for a, _ in self.agent_tokens
+                    if a != segment.agent_id and a not in self.crashing and a not in self.waiting and a not in self.reserved]
+        idle = sorted(a for a in eligible if a in self.idle)
+        candidates = idle or eligible
         if not candidates:
-            self.result.handoffs["skipped (nobody idle)"] += 1
+            self.result.handoffs["skipped (nobody free)"] += 1
             return False
+        self.result.handoffs["to an idle agent" if idle else "to a busy agent"] += 1
         target = random.Random(segment.task_id).choice(candidates)
         self.reserved.add(target)
         try:
@@ -499,14 +506,20 @@ class Swarm:
             self.idle[target].set()
         # Keep the lease alive until the target answers.
         interval = self.config.lease_seconds / 3
-        while True:
-            try:
-                accepted, accept_sent_at = await asyncio.wait_for(asyncio.shield(answered), timeout=interval)
-                break
-            except asyncio.TimeoutError:
-                if not await self._heartbeat(connection, segment):
-                    self.result.unexpected_errors.append(f"{segment.agent_id} lost {segment.task_id} while its hand-off was pending")
-                    return True
+        self.waiting.add(segment.agent_id)
+        try:
+            while True:
+                try:
+                    accepted, accept_sent_at = await asyncio.wait_for(asyncio.shield(answered), timeout=interval)
+                    break
+                except asyncio.TimeoutError:
+                    if answered.done():
+                        continue
+                    if not await self._heartbeat(connection, segment):
+                        self.result.unexpected_errors.append(f"{segment.agent_id} lost {segment.task_id} while its hand-off was pending")
+                        return True
+        finally:
+            self.waiting.discard(segment.agent_id)
         if not accepted:
             self.result.handoffs["declined"] += 1
             return False
@@ -715,7 +728,7 @@ def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: 
         waits = [c["reclaimed_at"] - c["crashed_at"] for c in result.crashes if c["reclaimed_at"] is not None]
         after_expiry = [c["reclaimed_at"] - c["lease_expired_by"] for c in result.crashes if c["reclaimed_at"] is not None]
         if waits:
-            lines.append(f"{'crashed tasks: crash → reclaimed min/med/max':<44}{min(waits):.1f} / {statistics.median(waits):.1f} / {max(waits):.1f} s"
+            lines.append(f"{'crashed tasks: crash → reclaimed min/med/max':<46}{min(waits):.1f} / {statistics.median(waits):.1f} / {max(waits):.1f} s"
                          f"  (lease expiry → reclaimed {min(after_expiry):.1f} / {statistics.median(after_expiry):.1f} / {max(after_expiry):.1f} s)")
         lines.append(f"{'crashed tasks reclaimed':<44}{len(waits)} / {len(result.crashes)}")
     if database is not None:

@@ -68,7 +68,7 @@ def actor_fields(actor: Any, *, agent_field: str = "actor_agent", user_field: st
 
 def actor_label(actor: Any) -> str | None:
     if actor is None:
-        return None
+        return "system"
     return actor.agent_id if is_agent(actor) else f"user:{actor.get_username()}"
 
 

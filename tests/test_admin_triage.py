@@ -56,6 +56,11 @@ def _change_form_data(client, ticket) -> dict:
         management = inline.formset.management_form
         for name in management.fields:
             data[f"{management.prefix}-{name}"] = management.initial.get(name, management[name].value())
+        for inline_form in inline.formset.forms:
+            for name, field in inline_form.fields.items():
+                value = inline_form.initial.get(name, field.initial)
+                if value is not None:
+                    data[inline_form.add_prefix(name)] = getattr(value, "pk", value)
     return data
 
 

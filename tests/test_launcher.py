@@ -117,3 +117,46 @@ def test_killed_worker_task_returns_to_the_queue_when_its_lease_expires(coordina
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
+
+
+def test_demo_command_runs_the_whole_seed_workflow(asgi_server, transactional_db, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from collaboration.models import Handoff
+    from tickets.models import Ticket
+
+    settings.SANDBOX_PROVIDER = "local"
+    output = StringIO()
+    call_command("demo", url=f"{asgi_server.url}/mcp/", stdout=output)
+    text = output.getvalue()
+    assert "demo complete" in text, text
+    bug = Ticket.objects.get(title="Fix login timeout bug")
+    release = Ticket.objects.get(title="Release 2.4 to production")
+    assert (bug.status, release.is_blocked) == ("done", False)
+    assert Handoff.objects.get().status == "accepted"
+    assert SandboxRun.objects.get().status == "succeeded"
+    assert bug.commits.get().commit_sha == "3f9c2ab71d"
+
+
+def test_auto_spawn_rules_launch_workers_for_ready_tickets_of_mapped_types(transactional_db, workflow, make_agent):
+    from django.core.management import call_command
+
+    from tickets.services import ticket_create, ticket_resolve
+
+    workflow.auto_spawn_rules = {"bug": "implementer"}
+    workflow.save()
+    reporter = make_agent("reporter", workflow)[0]
+    blocker = ticket_create(actor=reporter, workflow=workflow, title="Feature work", description="Not a bug: no rule applies",
+                            ticket_type="feature")
+    bug = ticket_create(actor=reporter, workflow=workflow, title="Crash on save", description="Saving a draft crashes the editor",
+                        ticket_type="bug")
+    blocked_bug = ticket_create(actor=reporter, workflow=workflow, title="Crash on export", description="Export crashes after saving",
+                                ticket_type="bug", blocked_by_ticket_ids=[blocker.id])
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay", "--queue-name", "default", "--max-tasks", "2")
+    runs = list(SandboxRun.objects.values_list("ticket_id", "template"))
+    assert runs == [(bug.id, "implementer")]
+    ticket_resolve(actor=reporter, ticket_id=blocker.id, resolution_comment="Feature shipped, export unblocked.")
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay", "--max-tasks", "1")
+    assert set(SandboxRun.objects.values_list("ticket_id", flat=True)) == {bug.id, blocked_bug.id}

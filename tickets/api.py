@@ -464,7 +464,7 @@ class TicketDependencyDetailView(ApiView):
     @extend_schema(tags=TAG, operation_id="tickets_dependencies_remove",
                    parameters=[TICKET_ID_PARAM, OpenApiParameter("blocker_id", OpenApiTypes.STR, OpenApiParameter.PATH,
                                                                  description="the blocking ticket, e.g. TKT-3")],
-                   request=None, responses=TicketBlockersResultSerializer, summary="Remove a blocker from a ticket")
+                   request=None, responses={200: TicketBlockersResultSerializer}, summary="Remove a blocker from a ticket")
     def delete(self, request, ticket_id, blocker_id):
         ticket = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
         return Response({"ticket": payloads.ticket_summary(ticket),

@@ -11,9 +11,10 @@ SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority
 
 
 def workflow_ids_for(actor) -> set[int] | None:
-    """Workflows the actor may see; None means all (staff users)."""
+    """Workflows the actor may see; None means all: staff users, and the system itself (actor=None, used
+    only by background jobs — every door passes an authenticated agent or user)."""
     if actor is None:
-        return set()
+        return None
     if is_agent(actor):
         return set(actor.workflows.values_list("id", flat=True))
     return None if getattr(actor, "is_staff", False) else set()

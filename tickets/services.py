@@ -111,6 +111,18 @@ def _schedule_comment_embedding(comment_id: int) -> None:
     schedule_comment_embedding(comment_id)
 
 
+def _schedule_auto_spawn(ticket: Ticket) -> None:
+    """Workflow automation: when the workflow maps this ticket type to an agent template, a ready ticket
+    gets a worker launched (by a background job, after commit). Off unless the workflow has rules."""
+    rules = ticket.workflow.auto_spawn_rules or {}
+    if ticket.is_blocked or ticket.ticket_type not in rules:
+        return
+    from agents.tasks import auto_spawn_worker
+
+    ticket_id = ticket.id
+    transaction.on_commit(lambda: auto_spawn_worker.enqueue(ticket_id))
+
+
 def _lock_workflow(workflow_id: int) -> None:
     """Serialise dependency-graph changes within one workflow so concurrent adds cannot form a cycle."""
     Workflow.objects.select_for_update().filter(pk=workflow_id).first()
@@ -177,6 +189,7 @@ def ticket_create(
     if ticket.is_blocked:
         _record(ticket, actor, "blocked", field="is_blocked", old=False, new=True)
     _schedule_embedding(ticket.id)
+    _schedule_auto_spawn(ticket)
     publish_on_commit(
         "ticket.created", workflow=workflow.slug, ticket=ticket.public_id, payload=payloads.ticket_summary(ticket),
         agents=_event_agents(ticket),
@@ -342,6 +355,7 @@ def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
             _record(dependent, actor, "unblocked", field="is_blocked", old=True, new=False, comment=f"{ticket.public_id} resolved")
             _bump_version(dependent, ["is_blocked"])
             unblocked.append(dependent)
+            _schedule_auto_spawn(dependent)
             publish_on_commit(
                 "ticket.unblocked", workflow=dependent.workflow.slug, ticket=dependent.public_id,
                 payload={**payloads.ticket_summary(dependent), "unblocked_by": ticket.public_id},
