@@ -43,6 +43,9 @@ class AgentAdmin(ServiceAdmin):
         # membership can only grow through the service, so it is chosen once, at creation
         return ["agent_id", "workflows", "status", "last_heartbeat", "created_at"] if obj else ["status", "last_heartbeat"]
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj else []
+
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("workflows")
 
@@ -60,7 +63,7 @@ class AgentAdmin(ServiceAdmin):
         _copy_saved(obj, agent)
 
     def save_related(self, request, form, formsets, change):
-        pass  # workflows were set by the service; inlines are read-only
+        self.formsets_written_by_services(formsets)  # workflows were set by the service; inlines are read-only
 
     @admin.action(description="Issue a new token for selected agents (shown once)")
     def issue_token(self, request, queryset):

@@ -78,3 +78,11 @@ def agent_report_event(*, agent: Agent, event_type: str, payload: dict | None = 
         publish_on_commit("agent.event", workflow=workflow.slug, payload={"agent_id": agent.agent_id, "event_type": event.event_type,
                           "task_id": f"TSK-{task.pk}" if task is not None else None}, agents=[agent.agent_id])
     return event
+
+
+def idempotency_records_prune(*, older_than) -> int:
+    """Delete idempotency records created before `older_than`; returns how many."""
+    from agents.models import IdempotencyRecord
+
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=older_than).delete()
+    return deleted

@@ -17,3 +17,19 @@ def auto_spawn_worker(ticket_id: int) -> str:
     from agents.launcher import auto_spawn
 
     return auto_spawn(ticket_id)
+
+
+@task
+def prune_idempotency_records() -> int:
+    """Forget idempotency keys older than a day (clients retry within seconds; the table must not grow forever)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.services import idempotency_records_prune
+
+    from django_tasks_db.models import DBTaskResult
+
+    cutoff = timezone.now() - timedelta(days=1)
+    DBTaskResult.objects.filter(finished_at__lt=cutoff).delete()  # finished job rows of the queue itself
+    return idempotency_records_prune(older_than=cutoff)

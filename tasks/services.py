@@ -242,13 +242,19 @@ def task_update_status(
     if is_agent(actor):
         if task.status in Task.ACTIVE_STATUSES:
             _require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
-        elif task.status == Task.Status.PENDING and status == Task.Status.RUNNING:
+        elif task.status == Task.Status.PENDING and status in Task.ACTIVE_STATUSES:
             if task.assigned_agent_id not in (None, actor.agent_id):
                 raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
+            waiting = list(task.depends_on.exclude(status=Task.Status.COMPLETED).order_by("id").values_list("id", "status"))
+            if waiting:
+                listed = ", ".join(f"TSK-{pk} ({state})" for pk, state in waiting)
+                raise Conflict(f"task {task.public_id} waits for {listed}; use claim_next_task to get ready work.")
             _grant_lease(task, actor, now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status
         elif fencing_token is not None and fencing_token != task.fencing_token:
             raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}).")
+    elif status in Task.ACTIVE_STATUSES and task.status not in Task.ACTIVE_STATUSES:
+        raise DomainError(f"only an agent can hold a task; ask an agent to claim {task.public_id}.")
     if result is not None and len(str(result)) > MAX_RESULT_BYTES:
         raise DomainError(f"result is larger than {MAX_RESULT_BYTES} bytes; store a summary and link to details.")
     task.status = status

@@ -346,3 +346,16 @@ def test_trajectory_and_reported_events(clients):
     steps = clients["bob"].call("get_agent_trajectory", agent_id="alice")["steps"]
     assert [s["event"] for s in steps] == ["thought", "task_created", "task_claimed"]
     assert "No agent 'alice'" in clients["mallory"].error("get_agent_trajectory", agent_id="alice")
+
+
+def test_starting_a_task_directly_claims_it_but_respects_dependencies(clients):
+    alice, bob = clients["alice"], clients["bob"]
+    ticket = _ticket(alice)
+    first = alice.call("create_task", ticket_id=ticket["ticket_id"], phase_id="PHASE_IMPLEMENTATION", description="First piece of work")["task"]
+    second = alice.call("create_task", ticket_id=ticket["ticket_id"], phase_id="PHASE_TESTING", description="Second piece of work",
+                        dependencies=[first["task_id"]])["task"]
+    assert f"waits for {first['task_id']} (pending)" in alice.error("update_task_status", task_id=second["task_id"], status="running")
+    claimed = alice.call("update_task_status", task_id=first["task_id"], status="claimed")["task"]
+    assert claimed["claimed_by"] == "alice" and claimed["status"] == "claimed"
+    assert "you do not hold" in bob.error("update_task_status", task_id=first["task_id"], status="completed")
+    assert Task.objects.get(pk=_pk(first["task_id"])).status == "claimed"

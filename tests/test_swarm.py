@@ -11,7 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.swarm_lib import SwarmConfig, check_executions, create_plan, crosscheck_database, generate_plan, run_swarm  # noqa: E402
+from bench.swarm_lib import (  # noqa: E402
+    SwarmConfig, check_executions, create_plan, crosscheck_database, format_report, generate_plan, run_swarm,
+)
 
 LEASE_SECONDS = 2
 
@@ -35,6 +37,8 @@ def test_eight_agents_drain_a_dependency_graph_with_no_duplicate_and_no_lost_tas
 
     # then: client side
     checks = check_executions(result)
+    database = crosscheck_database("swarm-test", result)
+    print(format_report(plan, config, result, checks, database, cpu=None))  # shown with -s or on failure
     assert not result.timed_out
     assert result.unexpected_errors == []
     assert checks["duplicate_executions"] == 0, checks
@@ -46,7 +50,6 @@ def test_eight_agents_drain_a_dependency_graph_with_no_duplicate_and_no_lost_tas
     assert len(result.crashes) == 1 and checks["unreclaimed_crashes"] == []
     assert result.stale_refusals["zombie completion"] == 1
     # then: the database agrees
-    database = crosscheck_database("swarm-test", result)
     assert database["task_rows"] == len(task_ids) + len(result.spawned)
     assert database["status_counts"] == {"completed": database["task_rows"]}
     assert database["completion_events"] == database["task_rows"]

@@ -82,6 +82,15 @@ class ServiceAdmin(admin.ModelAdmin):
     def after_refusal_url(self, request, object_id) -> str:
         return request.get_full_path()
 
+    @staticmethod
+    def formsets_written_by_services(formsets, new_objects_by_formset=None) -> None:
+        """The admin's change message reads what formset.save() would have recorded; services did the
+        writing instead, so record that here."""
+        for formset in formsets:
+            formset.new_objects = (new_objects_by_formset or {}).get(formset, [])
+            formset.changed_objects = []
+            formset.deleted_objects = []
+
     def bulk_form_action(self, request, queryset, *, form_class, title: str, run, done, form_kwargs=None):
         """An action with an intermediate form: render it, then on 'apply' call `run(ids, cleaned_data)`
         (one service call) and report `done(count, cleaned_data)`. Returning None goes back to the list."""
@@ -403,13 +412,15 @@ class TicketAdmin(ServiceAdmin):
             _copy_saved(obj, ticket)
 
     def save_related(self, request, form, formsets, change):
+        added = {}
         for formset in formsets:  # only the comment inline is writable
             if formset.model is TicketComment:
                 for inline_form in formset.forms:
                     if inline_form.instance.pk is None and inline_form.has_changed() and inline_form.cleaned_data.get("text"):
-                        services.comment_add(actor=request.user, ticket_id=form.instance.pk,
-                                             comment_text=inline_form.cleaned_data["text"],
-                                             comment_type=inline_form.cleaned_data["comment_type"])
+                        added.setdefault(formset, []).append(services.comment_add(
+                            actor=request.user, ticket_id=form.instance.pk, comment_text=inline_form.cleaned_data["text"],
+                            comment_type=inline_form.cleaned_data["comment_type"]))
+        self.formsets_written_by_services(formsets, added)
 
     def after_refusal_url(self, request, object_id) -> str:
         if object_id or request.method != "POST":

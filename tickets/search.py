@@ -172,7 +172,7 @@ def _vector_literal(vector: list[float]) -> str:
 
 def _keyword_candidates(
     cursor, *, query: str, where: str, params: dict, count: int, want: int, include_comments: bool
-) -> list[tuple[int, float]]:
+) -> list[tuple[int, float, bool]]:
     """[(ticket_id, score, has_no_embedding)] best first. Tickets containing every query word rank above
     partial matches."""
     uses_syntax = bool(_WEBSEARCH_SYNTAX.search(query))
@@ -456,6 +456,8 @@ def similar_tickets(
     vector = embed_query(ticket_embedding_text(title, description))
     where, params = _filter_sql(workflow_ids, {})
     if exclude_ticket_id is not None:
+        if not isinstance(exclude_ticket_id, int) or isinstance(exclude_ticket_id, bool):
+            raise DomainError(f"exclude_ticket_id must be a ticket primary key; got {exclude_ticket_id!r}.")
         where += " AND t.id <> %(exclude)s"
         params["exclude"] = exclude_ticket_id
     with transaction.atomic(), connection.cursor() as cursor:

@@ -18,27 +18,28 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15"))
 PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
+HOURLY_JOBS = ("agents.tasks.prune_idempotency_records",)
+TICKS_PER_HOUR = max(1, 3600 // max(1, MAINTENANCE_INTERVAL_SECONDS))
 
 
-def _enqueue_periodic_jobs() -> None:
+def _enqueue_periodic_jobs(tick: int) -> None:
     from django.utils.module_loading import import_string
 
-    for path in PERIODIC_JOBS:
-        try:
-            import_string(path).enqueue()
-        except ImportError:
-            continue
+    for path in PERIODIC_JOBS + (HOURLY_JOBS if tick % TICKS_PER_HOUR == 0 else ()):
+        import_string(path).enqueue()
 
 
 def _scheduler(worker_name: str, started_at, stop: threading.Event) -> None:
     from agents.models import WorkerHeartbeat
 
+    tick = 0
     while not stop.is_set():
         try:
             WorkerHeartbeat.objects.update_or_create(
                 worker_name=worker_name, defaults={"beat_at": timezone.now(), "started_at": started_at}
             )
-            _enqueue_periodic_jobs()
+            _enqueue_periodic_jobs(tick)
+            tick += 1
         except Exception:
             logger.exception("worker scheduler tick failed")
         finally:
