@@ -129,7 +129,9 @@ def _visible_agent(request, agent_id: str):
             selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)
         ):
             raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
-    elif not any(can_access_workflow(caller, workflow_id) for workflow_id in selectors.agent_workflow_ids(agent=agent) or {0}):
+    elif not any(
+        can_access_workflow(caller, workflow_id) for workflow_id in selectors.agent_workflow_ids(agent=agent) or {0}
+    ):
         raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
     return agent
 
@@ -137,8 +139,13 @@ def _visible_agent(request, agent_id: str):
 class AgentCollectionView(ApiView):
     cursor_ordering = ("agent_id",)
 
-    @extend_schema(tags=TAG, operation_id="agents_list", parameters=[AgentListQuery], responses=paginated("AgentPage", AgentSerializer),
-                   summary="Agents of a workflow")
+    @extend_schema(
+        tags=TAG,
+        operation_id="agents_list",
+        parameters=[AgentListQuery],
+        responses=paginated("AgentPage", AgentSerializer),
+        summary="Agents of a workflow",
+    )
     def get(self, request):
         query = validated_query(AgentListQuery, request)
         workflow = workflow_get(slug=query["workflow"], actor=request.user)
@@ -146,25 +153,41 @@ class AgentCollectionView(ApiView):
 
 
 class AgentDetailView(ApiView):
-    @extend_schema(tags=TAG, operation_id="agents_retrieve", parameters=[AGENT_ID_PARAM], responses=AgentSerializer,
-                   summary="One agent of your workflows")
+    @extend_schema(
+        tags=TAG,
+        operation_id="agents_retrieve",
+        parameters=[AGENT_ID_PARAM],
+        responses=AgentSerializer,
+        summary="One agent of your workflows",
+    )
     def get(self, request, agent_id):
         return Response(agent_payload(_visible_agent(request, agent_id)))
 
 
 class AgentTrajectoryView(ApiView):
-    @extend_schema(tags=TAG, operation_id="agents_trajectory", parameters=[AGENT_ID_PARAM, TrajectoryQuery],
-                   responses=TrajectorySerializer, summary="What an agent did, oldest first (last 50 steps unless full history)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="agents_trajectory",
+        parameters=[AGENT_ID_PARAM, TrajectoryQuery],
+        responses=TrajectorySerializer,
+        summary="What an agent did, oldest first (last 50 steps unless full history)",
+    )
     def get(self, request, agent_id):
         query = validated_query(TrajectoryQuery, request)
         agent = _visible_agent(request, agent_id)
         events = selectors.agent_trajectory(agent=agent, include_full_history=query["include_full_history"])
         steps = [
-            {k: v for k, v in {
-                "at": _iso(e.created_at), "event": e.event_type,
-                "task_id": f"TSK-{e.task_id}" if e.task_id else None,
-                "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None, "payload": e.payload or None,
-            }.items() if v is not None}
+            {
+                k: v
+                for k, v in {
+                    "at": _iso(e.created_at),
+                    "event": e.event_type,
+                    "task_id": f"TSK-{e.task_id}" if e.task_id else None,
+                    "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None,
+                    "payload": e.payload or None,
+                }.items()
+                if v is not None
+            }
             for e in events
         ]
         return Response({"agent_id": agent.agent_id, "status": agent.status, "steps": steps})
@@ -173,8 +196,13 @@ class AgentTrajectoryView(ApiView):
 class SandboxRunCollectionView(ApiView):
     cursor_ordering = ("-created_at", "-id")
 
-    @extend_schema(tags=["sandbox-runs"], operation_id="sandbox_runs_list", parameters=[SandboxRunListQuery],
-                   responses=paginated("SandboxRunPage", SandboxRunSerializer), summary="Sandbox runs of a workflow, newest first")
+    @extend_schema(
+        tags=["sandbox-runs"],
+        operation_id="sandbox_runs_list",
+        parameters=[SandboxRunListQuery],
+        responses=paginated("SandboxRunPage", SandboxRunSerializer),
+        summary="Sandbox runs of a workflow, newest first",
+    )
     def get(self, request):
         query = validated_query(SandboxRunListQuery, request)
         workflow = workflow_get(slug=query["workflow"], actor=request.user)
@@ -185,7 +213,12 @@ class SandboxRunCollectionView(ApiView):
 
 
 class SandboxRunDetailView(ApiView):
-    @extend_schema(tags=["sandbox-runs"], operation_id="sandbox_runs_retrieve", parameters=[RUN_ID_PARAM],
-                   responses=SandboxRunSerializer, summary="One sandbox run: provider, status, timing, cost, log tail")
+    @extend_schema(
+        tags=["sandbox-runs"],
+        operation_id="sandbox_runs_retrieve",
+        parameters=[RUN_ID_PARAM],
+        responses=SandboxRunSerializer,
+        summary="One sandbox run: provider, status, timing, cost, log tail",
+    )
     def get(self, request, run_id):
         return Response(sandbox_run_payload(selectors.sandbox_run_get(run_id=run_id, actor=request.user)))

@@ -187,3 +187,10 @@ def auto_spawn(ticket_id: int) -> str:
         logger.warning("auto-spawn for %s skipped: %s", ticket.public_id, error.message)
         return f"skipped: {error.message}"
     return f"launched run {run.pk}"
+
+
+@transaction.atomic
+def launch_workers_for_tickets(*, actor, ticket_ids: list[int], template: str) -> list[SandboxRun]:
+    """Launch one worker per ticket (admin bulk action); all or nothing."""
+    tickets = list(Ticket.objects.filter(pk__in=ticket_ids).order_by("pk"))
+    return [launch_worker(actor=actor, template=template, ticket=ticket) for ticket in tickets]

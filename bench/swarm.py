@@ -32,7 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omoi_site.settings")
 
-from bench.swarm_lib import SwarmConfig, check_executions, create_plan, crosscheck_database, format_report, generate_plan, run_swarm  # noqa: E402
+from bench.swarm_lib import (  # noqa: E402
+    SwarmConfig,
+    check_executions,
+    create_plan,
+    crosscheck_database,
+    format_report,
+    generate_plan,
+    run_swarm,
+)
 
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/5"
 
@@ -56,9 +64,25 @@ def start_server(workers: int, env: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "omoi_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--lifespan", "off", "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "omoi_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -140,22 +164,35 @@ def main() -> int:
 
     django.setup()
 
-    plan = generate_plan(seed=args.seed, tasks=args.tasks, tickets=args.tickets, agents=args.agents, crash_agents=args.crash_agents,
-                         discovery_rate=args.discovery_rate, handoff_rate=args.handoff_rate,
-                         prioritise_critical_path=not args.flat_priorities)
+    plan = generate_plan(
+        seed=args.seed,
+        tasks=args.tasks,
+        tickets=args.tickets,
+        agents=args.agents,
+        crash_agents=args.crash_agents,
+        discovery_rate=args.discovery_rate,
+        handoff_rate=args.handoff_rate,
+        prioritise_critical_path=not args.flat_priorities,
+    )
     workflow = args.workflow or f"swarm-{args.seed}-{int(time.time())}"
     started = time.monotonic()
     agents, task_ids = create_plan(plan, workflow_slug=workflow)
-    print(f"created workflow {workflow}: {len(task_ids)} tasks in {args.tickets} tickets, {len(agents)} agents "
-          f"in {time.monotonic() - started:.1f} s; critical path {plan.critical_path_units:.1f} units, "
-          f"work bound {plan.work_bound_units:.1f} units", flush=True)
+    print(
+        f"created workflow {workflow}: {len(task_ids)} tasks in {args.tickets} tickets, {len(agents)} agents "
+        f"in {time.monotonic() - started:.1f} s; critical path {plan.critical_path_units:.1f} units, "
+        f"work bound {plan.work_bound_units:.1f} units",
+        flush=True,
+    )
 
     server = None
     url = args.url
     if not url:
         server, url = start_server(args.workers, dict(os.environ))
-        print(f"server: {url} (uvicorn --workers {args.workers}, TASK_LEASE_SECONDS={args.lease}, "
-              f"channel layer {'redis' if os.environ.get('REDIS_URL') else 'in-memory'})", flush=True)
+        print(
+            f"server: {url} (uvicorn --workers {args.workers}, TASK_LEASE_SECONDS={args.lease}, "
+            f"channel layer {'redis' if os.environ.get('REDIS_URL') else 'in-memory'})",
+            flush=True,
+        )
     config = SwarmConfig(scale=args.scale, lease_seconds=float(args.lease), timeout=args.timeout, workflow=workflow)
     try:
         processes = watched_processes(server.pid if server else None)
@@ -172,12 +209,24 @@ def main() -> int:
     database = crosscheck_database(workflow, result)
     print()
     print(format_report(plan, config, result, checks, database, cpu))
-    print(f"\nmachine: {os.cpu_count()} cores, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end"
+    )
     failures = [
-        checks["duplicate_executions"], len(checks["tasks_lost"]), len(checks["unreclaimed_crashes"]), len(checks["stale_writes_accepted"]),
-        len(result.unexpected_errors), len(database["not_completed"]), len(database["tasks_with_several_completion_events"]),
-        len(database["completer_mismatches"]), len(database["claims_while_held"]), database["discoveries_spawning_unknown_tasks"],
-        len(database["crashed_tasks_without_lease_expired_event"]), int(result.timed_out),
+        checks["duplicate_executions"],
+        len(checks["tasks_lost"]),
+        len(checks["unreclaimed_crashes"]),
+        len(checks["stale_writes_accepted"]),
+        len(result.unexpected_errors),
+        len(database["not_completed"]),
+        len(database["tasks_with_several_completion_events"]),
+        len(database["completer_mismatches"]),
+        len(database["claims_while_held"]),
+        len(database["handoffs_accepted_from_a_non_holder"]),
+        database["discoveries_spawning_unknown_tasks"],
+        len(database["crashed_tasks_without_lease_expired_event"]),
+        int(result.timed_out),
+        int(result.aborted),
     ]
     if any(failures):
         print("\nINVARIANT FAILED:", {k: v for k, v in checks.items() if v}, flush=True)

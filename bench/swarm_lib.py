@@ -34,6 +34,7 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 
@@ -90,8 +91,15 @@ def _draw_units(rng: random.Random) -> float:
 
 
 def generate_plan(
-    *, seed: int = 7, tasks: int = 1000, tickets: int = 50, agents: int = 50, crash_agents: int = 2,
-    discovery_rate: float = 0.05, handoff_rate: float = 0.03, cross_ticket_rate: float = 0.04,
+    *,
+    seed: int = 7,
+    tasks: int = 1000,
+    tickets: int = 50,
+    agents: int = 50,
+    crash_agents: int = 2,
+    discovery_rate: float = 0.05,
+    handoff_rate: float = 0.03,
+    cross_ticket_rate: float = 0.04,
     prioritise_critical_path: bool = True,
 ) -> Plan:
     """A reproducible DAG: tasks come in topological order; each ticket is a contiguous block whose tasks
@@ -126,7 +134,6 @@ def generate_plan(
 
 
 def _compute_bounds(plan: Plan) -> None:
-    by_key = {task.key: task for task in plan.tasks}
     finish: dict[str, float] = {}
     best_parent: dict[str, str | None] = {}
     for task in plan.tasks:  # topological order by construction
@@ -149,7 +156,6 @@ def _compute_bounds(plan: Plan) -> None:
     plan.critical_path = list(reversed(path))
     plan.critical_path_units = round(finish[end_key], 3)
     plan.total_units = round(sum(t.units + (t.discovery_units or 0.0) for t in plan.tasks), 3)
-    del by_key
 
 
 def _assign_priorities(plan: Plan) -> None:
@@ -167,7 +173,9 @@ def _assign_priorities(plan: Plan) -> None:
     ranked = sorted(bottom.values(), reverse=True)
     cut = [ranked[int(len(ranked) * share)] for share in (0.05, 0.2, 0.5)]
     for key, level in bottom.items():
-        by_key[key].priority = "CRITICAL" if level >= cut[0] else "HIGH" if level >= cut[1] else "MEDIUM" if level >= cut[2] else "LOW"
+        by_key[key].priority = (
+            "CRITICAL" if level >= cut[0] else "HIGH" if level >= cut[1] else "MEDIUM" if level >= cut[2] else "LOW"
+        )
 
 
 def describe(key: str, units: float, text: str) -> str:
@@ -184,9 +192,18 @@ def parse_description(description: str) -> tuple[str, float]:
 # --- creating the plan in the database (Django) ------------------------------------------------------
 
 
-def create_plan(plan: Plan, *, workflow_slug: str, agent_prefix: str = "swarm") -> tuple[list[tuple[str, str]], dict[str, str]]:
+def create_plan(
+    plan: Plan, *, workflow_slug: str, agent_prefix: str = "swarm"
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """Create agents (with tokens), tickets and tasks through the services. Returns ([(agent_id, token)],
     {plan key: task id})."""
+    from django.db import transaction
+
+    with transaction.atomic():  # one commit instead of thousands; events go out after it
+        return _create_plan(plan, workflow_slug=workflow_slug, agent_prefix=agent_prefix)
+
+
+def _create_plan(plan: Plan, *, workflow_slug: str, agent_prefix: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
     from agents import services as agent_services
     from tasks.services import task_create
     from tickets.services import ticket_create, workflow_get_or_create
@@ -196,17 +213,26 @@ def create_plan(plan: Plan, *, workflow_slug: str, agent_prefix: str = "swarm") 
     for index in range(plan.agents):
         agent = agent_services.agent_create_or_update(agent_id=f"{agent_prefix}-{index}", workflows=[workflow])
         agents.append((agent.agent_id, agent_services.agent_token_issue(agent=agent, label="swarm")))
-    planner = agent_services.agent_create_or_update(agent_id=f"{agent_prefix}-planner", workflows=[workflow], agent_type="coordinator")
+    planner = agent_services.agent_create_or_update(
+        agent_id=f"{agent_prefix}-planner", workflows=[workflow], agent_type="coordinator"
+    )
     ticket_ids = {}
     for ticket_index in range(plan.tickets):
-        ticket = ticket_create(actor=planner, workflow=workflow, title=f"Swarm ticket {ticket_index}",
-                               description=f"Synthetic ticket {ticket_index} of the swarm benchmark (seed {plan.seed}).")
+        ticket = ticket_create(
+            actor=planner,
+            workflow=workflow,
+            title=f"Swarm ticket {ticket_index}",
+            description=f"Synthetic ticket {ticket_index} of the swarm benchmark (seed {plan.seed}).",
+        )
         ticket_ids[ticket_index] = ticket.id
     task_ids: dict[str, str] = {}
     for planned in plan.tasks:
         task, _ = task_create(
-            actor=planner, ticket_id=ticket_ids[planned.ticket], phase_id="PHASE_IMPLEMENTATION",
-            description=describe(planned.key, planned.units, "synthetic unit of work"), priority=planned.priority,
+            actor=planner,
+            ticket_id=ticket_ids[planned.ticket],
+            phase_id="PHASE_IMPLEMENTATION",
+            description=describe(planned.key, planned.units, "synthetic unit of work"),
+            priority=planned.priority,
             dependencies=[task_ids[d] for d in planned.depends_on],
         )
         task_ids[planned.key] = task.public_id
@@ -225,7 +251,8 @@ class Segment:
     fencing_token: int
     start: float
     end: float | None = None
-    last_renewal_sent: float = 0.0  # send time of the last accepted claim/heartbeat/accept: lease ≥ this + lease
+    last_renewal_sent: float = 0.0  # send time of the last accepted claim/heartbeat/accept (schedules heartbeats)
+    lease_valid_until: float = 0.0  # the server's lease_expires_at (whole seconds, rounded down): a lower bound
     outcome: str = "working"  # completed | handed_off | crashed | lease_lost | stale_refused
     valid_end: float | None = None
 
@@ -250,6 +277,7 @@ class SwarmResult:
     calls: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     call_errors: Counter = field(default_factory=Counter)
     unexpected_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # refusals that are legitimate but worth reading
     crashes: list[dict] = field(default_factory=list)
     stale_refusals: Counter = field(default_factory=Counter)  # a stale holder's write refused: expected
     stale_accepted: list[str] = field(default_factory=list)  # a stale holder's write accepted: a bug
@@ -258,6 +286,7 @@ class SwarmResult:
     started: float = 0.0
     finished: float = 0.0
     timed_out: bool = False
+    aborted: bool = False  # an agent hit an unexpected error (e.g. HTTP 500) and the run was stopped
 
     @property
     def makespan(self) -> float:
@@ -277,9 +306,14 @@ class Connection:
 
     def __init__(self, url: str, token: str, result: SwarmResult):
         self.client = httpx.AsyncClient(
-            base_url=url.rstrip("/"), timeout=httpx.Timeout(60.0),
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-                     "Content-Type": "application/json", "MCP-Protocol-Version": PROTOCOL_VERSION},
+            base_url=url.rstrip("/"),
+            timeout=httpx.Timeout(60.0),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json, text/event-stream",
+                "Content-Type": "application/json",
+                "MCP-Protocol-Version": PROTOCOL_VERSION,
+            },
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
         self.result = result
@@ -296,8 +330,14 @@ class Connection:
         return payload["result"]
 
     async def initialize(self) -> None:
-        await self.rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
-                                      "clientInfo": {"name": "omoios-swarm", "version": "1"}})
+        await self.rpc(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "omoios-swarm", "version": "1"},
+            },
+        )
         self.request_id += 1
         await self.client.post("/mcp/", content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
 
@@ -325,6 +365,15 @@ class HandoffOffer:
     remaining_units: float
     decline: bool
     answered: asyncio.Future  # resolves to (accepted: bool, accept_sent_at: float)
+    accept_sent_at: float | None = None  # set just before the target sends accept_handoff
+
+
+def _lease_until(lease_expires_at: str | None, fallback: float) -> float:
+    """The server's lease expiry as a timestamp (same machine, same clock). The payload has whole seconds,
+    so this is at most a second early: a conservative bound for the overlap check."""
+    if not lease_expires_at:
+        return fallback
+    return datetime.fromisoformat(lease_expires_at).timestamp()
 
 
 class Swarm:
@@ -344,8 +393,17 @@ class Swarm:
 
     # -- bookkeeping
 
-    def _open_segment(self, task_id: str, agent_id: str, token: int, sent_at: float) -> Segment:
-        segment = Segment(task_id=task_id, agent_id=agent_id, fencing_token=token, start=time.monotonic(), last_renewal_sent=sent_at)
+    def _open_segment(
+        self, task_id: str, agent_id: str, token: int, sent_at: float, lease_expires_at: str | None
+    ) -> Segment:
+        segment = Segment(
+            task_id=task_id,
+            agent_id=agent_id,
+            fencing_token=token,
+            start=time.time(),
+            last_renewal_sent=sent_at,
+            lease_valid_until=_lease_until(lease_expires_at, sent_at + self.config.lease_seconds),
+        )
         self.result.segments.append(segment)
         for other in self.segments_by_task[task_id]:
             if other.agent_id != agent_id and other.outcome == "crashed":
@@ -354,10 +412,9 @@ class Swarm:
         return segment
 
     def _close(self, segment: Segment, outcome: str, *, valid_end: float | None = None) -> None:
-        segment.end = time.monotonic()
+        segment.end = time.time()
         segment.outcome = outcome
-        lease_bound = segment.last_renewal_sent + self.config.lease_seconds
-        segment.valid_end = valid_end if valid_end is not None else min(segment.end, lease_bound)
+        segment.valid_end = valid_end if valid_end is not None else min(segment.end, segment.lease_valid_until)
 
     def _check_done(self) -> None:
         if self.result.known_tasks and self.result.completed >= self.result.known_tasks:
@@ -384,7 +441,7 @@ class Swarm:
                     self.reserved.discard(agent_id)
                     await self._answer_handoff(connection, agent_id, offer)
                     continue
-                sent_at = time.monotonic()
+                sent_at = time.time()
                 claim = await connection.tool("claim_next_task", agent_id=agent_id, workflow_id=self.config.workflow)
                 task = claim.get("task")
                 if task is None:
@@ -395,7 +452,7 @@ class Swarm:
                     self.idle[agent_id] = wake
                     try:
                         await asyncio.wait_for(wake.wait(), timeout=backoff * rng.uniform(0.5, 1.0))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     finally:
                         self.idle.pop(agent_id, None)
@@ -403,48 +460,71 @@ class Swarm:
                     continue
                 backoff = self.config.idle_backoff_start
                 claims += 1
-                segment = self._open_segment(task["task_id"], agent_id, task["fencing_token"], sent_at)
+                segment = self._open_segment(
+                    task["task_id"], agent_id, task["fencing_token"], sent_at, task.get("lease_expires_at")
+                )
                 crash = self.crashing.get(agent_id)
                 if crash and crash[0] == claims:
                     await self._crash(connection, segment, task, crash[1])
                     return
                 await self._work_claimed(connection, agent_id, task, segment, rng)
-        except Exception as error:  # reported, never swallowed: the run fails its invariants
+        except Exception as error:  # reported, never swallowed; the run stops at once (fail fast)
             self.result.unexpected_errors.append(f"{agent_id}: {type(error).__name__}: {error}")
+            self.result.aborted = True
+            self.done.set()
         finally:
             await connection.close()
 
     async def _work(self, connection: Connection, segment: Segment, units: float) -> bool:
-        """Sleep `units` × scale, renewing the lease every lease/3. False when the lease was lost."""
-        remaining = units * self.config.scale
+        """Work `units` × scale seconds of wall time, renewing the lease every lease/3 meanwhile (a heartbeat's
+        latency overlaps the work, as in a real agent). False when the lease was lost."""
+        deadline = time.time() + units * self.config.scale
         interval = self.config.lease_seconds / 3
-        while remaining > 0:
-            step = min(remaining, interval)
-            await asyncio.sleep(step)
-            remaining -= step
-            if remaining > 0 and not await self._heartbeat(connection, segment):
-                return False
+        next_heartbeat = segment.last_renewal_sent + interval
+        while (now := time.time()) < deadline:
+            if now >= next_heartbeat:
+                if not await self._heartbeat(connection, segment):
+                    return False
+                next_heartbeat = segment.last_renewal_sent + interval
+                continue
+            await asyncio.sleep(min(deadline, next_heartbeat) - now)
         return True
 
     async def _heartbeat(self, connection: Connection, segment: Segment) -> bool:
-        sent_at = time.monotonic()
+        sent_at = time.time()
         try:
-            await connection.tool("heartbeat_task", task_id=segment.task_id, agent_id=segment.agent_id, fencing_token=segment.fencing_token)
+            renewed = await connection.tool(
+                "heartbeat_task",
+                task_id=segment.task_id,
+                agent_id=segment.agent_id,
+                fencing_token=segment.fencing_token,
+            )
         except ToolRefused:
             self.result.stale_refusals["heartbeat (lease lost)"] += 1
             self._close(segment, "lease_lost")
             return False
-        segment.last_renewal_sent = sent_at
+        self._renewed(segment, sent_at, renewed)
         return True
 
-    async def _work_claimed(self, connection: Connection, agent_id: str, task: dict, segment: Segment, rng: random.Random) -> None:
+    def _renewed(self, segment: Segment, sent_at: float, renewed: dict) -> None:
+        segment.last_renewal_sent = sent_at
+        segment.lease_valid_until = max(
+            segment.lease_valid_until,
+            _lease_until(renewed.get("lease_expires_at"), sent_at + self.config.lease_seconds),
+        )
+
+    async def _work_claimed(
+        self, connection: Connection, agent_id: str, task: dict, segment: Segment, rng: random.Random
+    ) -> None:
         key, units = parse_description(task["description"])
         planned = self.planned_by_key.get(key)
         if not await self._work(connection, segment, units / 2):
             return
         if planned is not None and planned.discovery_units is not None:
             created = await connection.tool(
-                "create_task", ticket_id=task["ticket_id"], phase_id="PHASE_IMPLEMENTATION",
+                "create_task",
+                ticket_id=task["ticket_id"],
+                phase_id="PHASE_IMPLEMENTATION",
                 description=describe(f"{key}.f", planned.discovery_units, "follow-up found while working"),
                 discovery_type=rng.choice(["bug", "technical_debt", "missing_requirement", "optimization"]),
                 discovery_description=f"Found while working {task['task_id']} in the swarm benchmark.",
@@ -453,7 +533,11 @@ class Swarm:
             spawned_id = created["task"]["task_id"]
             self.result.spawned[spawned_id] = task["task_id"]
             self.result.known_tasks.add(spawned_id)
-        if planned is not None and planned.handoff and await self._hand_off(connection, segment, units / 2, planned.handoff == "decline"):
+        if (
+            planned is not None
+            and planned.handoff
+            and await self._hand_off(connection, segment, units / 2, planned.handoff == "decline")
+        ):
             return
         if not await self._work(connection, segment, units / 2):
             return
@@ -461,15 +545,19 @@ class Swarm:
 
     async def _complete(self, connection: Connection, segment: Segment) -> None:
         try:
-            await connection.tool("update_task_status", task_id=segment.task_id, status="completed",
-                                  result={"by": segment.agent_id, "fencing_token": segment.fencing_token},
-                                  fencing_token=segment.fencing_token)
+            await connection.tool(
+                "update_task_status",
+                task_id=segment.task_id,
+                status="completed",
+                result={"by": segment.agent_id, "fencing_token": segment.fencing_token},
+                fencing_token=segment.fencing_token,
+            )
         except ToolRefused:
             self.result.stale_refusals["complete (lease lost)"] += 1
             self._close(segment, "lease_lost")
             return
-        self._close(segment, "completed", valid_end=time.monotonic())
-        self.result.completions.append((segment.task_id, segment.agent_id, segment.fencing_token, time.monotonic()))
+        self._close(segment, "completed", valid_end=time.time())
+        self.result.completions.append((segment.task_id, segment.agent_id, segment.fencing_token, time.time()))
         self.result.completed.add(segment.task_id)
         self._check_done()
 
@@ -479,8 +567,11 @@ class Swarm:
         """Ask an idle agent to finish the task. True when it took it over (this agent is done with it)."""
         # Prefer an idle agent; else a busy one, which answers after its current task. Never one that is
         # itself waiting for an answer: waits then always point at a non-waiting agent, so no cycle.
-        eligible = [a for a, _ in self.agent_tokens
-                    if a != segment.agent_id and a not in self.crashing and a not in self.waiting and a not in self.reserved]
+        eligible = [
+            a
+            for a, _ in self.agent_tokens
+            if a != segment.agent_id and a not in self.crashing and a not in self.waiting and a not in self.reserved
+        ]
         idle = sorted(a for a in eligible if a in self.idle)
         candidates = idle or eligible
         if not candidates:
@@ -491,17 +582,23 @@ class Swarm:
         self.reserved.add(target)
         try:
             handoff = await connection.tool(
-                "request_handoff", from_agent_id=segment.agent_id, to_agent_id=target, task_id=segment.task_id,
+                "request_handoff",
+                from_agent_id=segment.agent_id,
+                to_agent_id=target,
+                task_id=segment.task_id,
                 reason="Swarm benchmark: handing the second half of this task to an idle agent.",
                 context={"remaining_units": remaining_units},
             )
         except ToolRefused as refusal:
+            # E.g. an earlier holder's request is still open: this holder finishes the task itself.
             self.reserved.discard(target)
-            self.result.unexpected_errors.append(f"request_handoff {segment.task_id}: {refusal}")
+            self.result.handoffs["request refused"] += 1
+            self.result.notes.append(f"request_handoff {segment.task_id} by {segment.agent_id}: {refusal}")
             return False
         self.result.handoffs["requested"] += 1
         answered = asyncio.get_running_loop().create_future()
-        self.mailboxes[target].append(HandoffOffer(handoff["handoff_id"], segment.task_id, remaining_units, decline, answered))
+        offer = HandoffOffer(handoff["handoff_id"], segment.task_id, remaining_units, decline, answered)
+        self.mailboxes[target].append(offer)
         if target in self.idle:
             self.idle[target].set()
         # Keep the lease alive until the target answers.
@@ -509,15 +606,32 @@ class Swarm:
         self.waiting.add(segment.agent_id)
         try:
             while True:
+                wait = max(0.0, segment.last_renewal_sent + interval - time.time())
                 try:
-                    accepted, accept_sent_at = await asyncio.wait_for(asyncio.shield(answered), timeout=interval)
+                    accepted, accept_sent_at = await asyncio.wait_for(asyncio.shield(answered), timeout=wait)
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if answered.done():
                         continue
-                    if not await self._heartbeat(connection, segment):
-                        self.result.unexpected_errors.append(f"{segment.agent_id} lost {segment.task_id} while its hand-off was pending")
-                        return True
+                    sent_at = time.time()
+                    try:
+                        renewed = await connection.tool(
+                            "heartbeat_task",
+                            task_id=segment.task_id,
+                            agent_id=segment.agent_id,
+                            fencing_token=segment.fencing_token,
+                        )
+                        self._renewed(segment, sent_at, renewed)
+                    except ToolRefused as refusal:
+                        if offer.accept_sent_at is None:  # nobody took it over: the lease really ran out
+                            self.result.stale_refusals["heartbeat (lease lost) awaiting a hand-off"] += 1
+                            self.result.notes.append(
+                                f"{segment.agent_id} lost {segment.task_id} while HND {offer.handoff_id} was open: {refusal}"
+                            )
+                            self._close(segment, "lease_lost")
+                            return True
+                        # The target's acceptance overtook this heartbeat; its answer is on its way.
+                        self.result.stale_refusals["heartbeat racing the acceptance"] += 1
         finally:
             self.waiting.discard(segment.agent_id)
         if not accepted:
@@ -527,26 +641,45 @@ class Swarm:
         self.result.handoffs["accepted"] += 1
         # The old holder's token must now be stale.
         try:
-            await connection.tool("heartbeat_task", task_id=segment.task_id, agent_id=segment.agent_id, fencing_token=segment.fencing_token)
-            self.result.stale_accepted.append(f"heartbeat by {segment.agent_id} on {segment.task_id} after its hand-off was accepted")
+            await connection.tool(
+                "heartbeat_task",
+                task_id=segment.task_id,
+                agent_id=segment.agent_id,
+                fencing_token=segment.fencing_token,
+            )
+            self.result.stale_accepted.append(
+                f"heartbeat by {segment.agent_id} on {segment.task_id} after its hand-off was accepted"
+            )
         except ToolRefused:
             self.result.stale_refusals["heartbeat after hand-off"] += 1
         return True
 
     async def _answer_handoff(self, connection: Connection, agent_id: str, offer: HandoffOffer) -> None:
         if offer.decline:
-            await connection.tool("decline_handoff", handoff_id=offer.handoff_id, agent_id=agent_id, reason="Busy with my own queue, sorry.")
-            offer.answered.set_result((False, 0.0))
+            try:
+                await connection.tool(
+                    "decline_handoff",
+                    handoff_id=offer.handoff_id,
+                    agent_id=agent_id,
+                    reason="Busy with my own queue, sorry.",
+                )
+            except ToolRefused as refusal:
+                self.result.notes.append(f"decline_handoff {offer.handoff_id} by {agent_id}: {refusal}")
+            if not offer.answered.done():
+                offer.answered.set_result((False, 0.0))
             return
-        sent_at = time.monotonic()
+        sent_at = offer.accept_sent_at = time.time()
         try:
             accepted = await connection.tool("accept_handoff", handoff_id=offer.handoff_id, agent_id=agent_id)
         except ToolRefused as refusal:
-            self.result.unexpected_errors.append(f"accept_handoff {offer.handoff_id}: {refusal}")
-            offer.answered.set_result((False, 0.0))
+            self.result.handoffs["accept refused"] += 1
+            self.result.notes.append(f"accept_handoff {offer.handoff_id} by {agent_id}: {refusal}")
+            if not offer.answered.done():
+                offer.answered.set_result((False, 0.0))
             return
-        segment = self._open_segment(offer.task_id, agent_id, accepted["fencing_token"], sent_at)
-        offer.answered.set_result((True, sent_at))
+        segment = self._open_segment(offer.task_id, agent_id, accepted["fencing_token"], sent_at, None)
+        if not offer.answered.done():
+            offer.answered.set_result((True, sent_at))
         if await self._work(connection, segment, offer.remaining_units):
             await self._complete(connection, segment)
 
@@ -556,14 +689,23 @@ class Swarm:
         _, units = parse_description(task["description"])
         if not await self._work(connection, segment, units * fraction):
             return
-        crashed_at = time.monotonic()
+        crashed_at = time.time()
         # Killed: no release, no more heartbeats; the lease stays valid until it runs out.
-        self._close(segment, "crashed", valid_end=segment.last_renewal_sent + self.config.lease_seconds)
-        record = {"agent_id": segment.agent_id, "task_id": segment.task_id, "crashed_at": crashed_at,
-                  "lease_expired_by": segment.valid_end, "reclaimed_at": None, "reclaimed_by": None}
+        self._close(segment, "crashed", valid_end=segment.lease_valid_until)
+        record = {
+            "agent_id": segment.agent_id,
+            "task_id": segment.task_id,
+            "crashed_at": crashed_at,
+            "lease_expired_by": segment.valid_end,
+            "reclaimed_at": None,
+            "reclaimed_by": None,
+        }
         self.result.crashes.append(record)
         # Dead until another agent holds the task, then a zombie with a stale fencing token.
-        waiters = {asyncio.ensure_future(self.claimed_by_others[segment.task_id].wait()), asyncio.ensure_future(self.done.wait())}
+        waiters = {
+            asyncio.ensure_future(self.claimed_by_others[segment.task_id].wait()),
+            asyncio.ensure_future(self.done.wait()),
+        }
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()
@@ -571,10 +713,17 @@ class Swarm:
         if later:
             record["reclaimed_at"], record["reclaimed_by"] = later[0].start, later[0].agent_id
             try:
-                await connection.tool("update_task_status", task_id=segment.task_id, status="completed",
-                                      result={"by": segment.agent_id, "zombie": True}, fencing_token=segment.fencing_token)
-                self.result.stale_accepted.append(f"zombie {segment.agent_id} completed {segment.task_id} with stale token {segment.fencing_token}")
-                self.result.completions.append((segment.task_id, segment.agent_id, segment.fencing_token, time.monotonic()))
+                await connection.tool(
+                    "update_task_status",
+                    task_id=segment.task_id,
+                    status="completed",
+                    result={"by": segment.agent_id, "zombie": True},
+                    fencing_token=segment.fencing_token,
+                )
+                self.result.stale_accepted.append(
+                    f"zombie {segment.agent_id} completed {segment.task_id} with stale token {segment.fencing_token}"
+                )
+                self.result.completions.append((segment.task_id, segment.agent_id, segment.fencing_token, time.time()))
             except ToolRefused:
                 self.result.stale_refusals["zombie completion"] += 1
 
@@ -582,14 +731,14 @@ class Swarm:
 
     async def run(self, task_ids: dict[str, str]) -> SwarmResult:
         self.result.known_tasks = set(task_ids.values())
-        self.result.started = time.monotonic()
+        self.result.started = time.time()
         runners = [asyncio.ensure_future(self.run_agent(agent_id, token)) for agent_id, token in self.agent_tokens]
         try:
             await asyncio.wait_for(self.done.wait(), timeout=self.config.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.result.timed_out = True
             self.done.set()
-        self.result.finished = time.monotonic()
+        self.result.finished = time.time()
         for event in self.idle.values():
             event.set()
         _, pending = await asyncio.wait(runners, timeout=self.config.lease_seconds * 3 + 30)
@@ -598,7 +747,9 @@ class Swarm:
         return self.result
 
 
-async def run_swarm(url: str, agents: list[tuple[str, str]], plan: Plan, task_ids: dict[str, str], config: SwarmConfig) -> SwarmResult:
+async def run_swarm(
+    url: str, agents: list[tuple[str, str]], plan: Plan, task_ids: dict[str, str], config: SwarmConfig
+) -> SwarmResult:
     return await Swarm(url, agents, plan, config).run(task_ids)
 
 
@@ -606,9 +757,10 @@ async def run_swarm(url: str, agents: list[tuple[str, str]], plan: Plan, task_id
 
 
 def check_executions(result: SwarmResult) -> dict:
-    """Duplicates = a task completed by more than one agent, or two agents' valid leases on it overlapping
-    in time (client clocks, conservatively: a lease is valid from the claim's response until the send time
-    of its last accepted renewal + lease, or until its accepted completion / the acceptor's request)."""
+    """Duplicates = a task completed by more than one agent, or two agents working it while both leases were
+    valid. Conservatively: a segment counts from the claim's response until the earliest of the agent
+    stopping and the lease expiry the server last granted (rounded down to the second); a completed
+    segment until its completion; a handed-off one until the acceptor sent accept_handoff."""
     completions_per_task = Counter(task_id for task_id, *_ in result.completions)
     multiply_completed = sorted(t for t, n in completions_per_task.items() if n > 1)
     overlaps = []
@@ -617,13 +769,15 @@ def check_executions(result: SwarmResult) -> dict:
         by_task[segment.task_id].append(segment)
     for task_id, segments in by_task.items():
         for i, first in enumerate(segments):
-            for second in segments[i + 1:]:
+            for second in segments[i + 1 :]:
                 if first.agent_id == second.agent_id:
                     continue
                 first_end = first.valid_end if first.valid_end is not None else math.inf
                 second_end = second.valid_end if second.valid_end is not None else math.inf
                 if first.start < second_end and second.start < first_end:
-                    overlaps.append((task_id, first.agent_id, first.fencing_token, second.agent_id, second.fencing_token))
+                    overlaps.append(
+                        (task_id, first.agent_id, first.fencing_token, second.agent_id, second.fencing_token)
+                    )
     lost = sorted(result.known_tasks - result.completed)
     unreclaimed = [c["task_id"] for c in result.crashes if c["reclaimed_at"] is None]
     return {
@@ -646,26 +800,42 @@ def crosscheck_database(workflow_slug: str, result: SwarmResult) -> dict:
     status_counts = Counter(tasks.values_list("status", flat=True))
     completion_events = defaultdict(list)
     held: dict[int, str | None] = {}
-    claims_while_held = []
+    claims_while_held, handoffs_from_a_non_holder = [], []
+    requesters = dict(Handoff.objects.filter(workflow__slug=workflow_slug).values_list("id", "from_agent_id"))
     for event in TaskEvent.objects.filter(task__workflow__slug=workflow_slug).order_by("id"):
         if event.event_type in ("claimed", "handoff_accepted"):
             if event.event_type == "claimed" and held.get(event.task_id):
                 claims_while_held.append((f"TSK-{event.task_id}", held[event.task_id], event.actor_agent_id))
+            if event.event_type == "handoff_accepted":
+                handoff_pk = int(str(event.details.get("handoff_id", "HND-0")).split("-")[-1])
+                if held.get(event.task_id) != requesters.get(handoff_pk):
+                    handoffs_from_a_non_holder.append(
+                        (f"TSK-{event.task_id}", f"HND-{handoff_pk}", held.get(event.task_id), event.actor_agent_id)
+                    )
             held[event.task_id] = event.actor_agent_id
         elif event.event_type in ("lease_expired", "released"):
             held[event.task_id] = None
-        elif event.event_type == "status_changed" and event.new_status in ("completed", "failed", "cancelled", "pending"):
+        elif event.event_type == "status_changed" and event.new_status in (
+            "completed",
+            "failed",
+            "cancelled",
+            "pending",
+        ):
             held[event.task_id] = None
             if event.new_status == "completed":
                 completion_events[f"TSK-{event.task_id}"].append(event.actor_agent_id)
     client_completer = {}
     for task_id, agent, *_ in result.completions:
         client_completer.setdefault(task_id, agent)
-    mismatched = [t for t, agents in completion_events.items() if len(agents) == 1 and client_completer.get(t) != agents[0]]
+    mismatched = [
+        t for t, agents in completion_events.items() if len(agents) == 1 and client_completer.get(t) != agents[0]
+    ]
     spawned_ids = {int(task_id.split("-")[1]) for task_id in result.spawned}
     discoveries = Discovery.objects.filter(source_task__workflow__slug=workflow_slug)
     crashed_ids = [int(c["task_id"].split("-")[1]) for c in result.crashes]
-    expired = set(TaskEvent.objects.filter(task_id__in=crashed_ids, event_type="lease_expired").values_list("task_id", flat=True))
+    expired = set(
+        TaskEvent.objects.filter(task_id__in=crashed_ids, event_type="lease_expired").values_list("task_id", flat=True)
+    )
     return {
         "task_rows": tasks.count(),
         "status_counts": dict(status_counts),
@@ -674,10 +844,13 @@ def crosscheck_database(workflow_slug: str, result: SwarmResult) -> dict:
         "tasks_with_several_completion_events": sorted(t for t, v in completion_events.items() if len(v) > 1),
         "completer_mismatches": mismatched,
         "claims_while_held": claims_while_held,
+        "handoffs_accepted_from_a_non_holder": handoffs_from_a_non_holder,
         "discoveries": discoveries.count(),
         "discoveries_spawning_unknown_tasks": discoveries.exclude(spawned_task_id__in=spawned_ids).count(),
         "crashed_tasks_without_lease_expired_event": [f"TSK-{i}" for i in crashed_ids if i not in expired],
-        "handoffs": dict(Counter(Handoff.objects.filter(workflow__slug=workflow_slug).values_list("status", flat=True))),
+        "handoffs": dict(
+            Counter(Handoff.objects.filter(workflow__slug=workflow_slug).values_list("status", flat=True))
+        ),
     }
 
 
@@ -691,7 +864,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: dict, database: dict | None, cpu: dict | None) -> str:
+def format_report(
+    plan: Plan, config: SwarmConfig, result: SwarmResult, checks: dict, database: dict | None, cpu: dict | None
+) -> str:
     scale = config.scale
     critical = plan.critical_path_units * scale
     work = plan.work_bound_units * scale
@@ -710,7 +885,9 @@ def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: 
         f"{'hand-offs':<44}{dict(result.handoffs)}",
         f"{'unexpected errors':<44}{len(result.unexpected_errors)}",
         "",
-        f"{'makespan':<44}{makespan:.1f} s" + ("  (TIMED OUT)" if result.timed_out else ""),
+        f"{'makespan':<44}{makespan:.1f} s"
+        + ("  (TIMED OUT)" if result.timed_out else "")
+        + ("  (ABORTED)" if result.aborted else ""),
         f"{'critical path (longest path by duration)':<44}{critical:.1f} s  ({len(plan.critical_path)} tasks)",
         f"{'work bound (total work / agents)':<44}{work:.1f} s  ({plan.total_units * scale:.0f} s of work)",
         f"{'makespan / critical path':<44}{makespan / critical:.2f}",
@@ -722,14 +899,20 @@ def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: 
         + ", ".join(f"{name} {len(v)}" for name, v in sorted(result.calls.items(), key=lambda kv: -len(kv[1]))),
     ]
     all_latencies = [value for values in result.calls.values() for value in values]
-    lines.append(f"{'any call p50 / p95 / p99':<44}{percentile(all_latencies, 0.5) * 1000:.0f} / {percentile(all_latencies, 0.95) * 1000:.0f} / "
-                 f"{percentile(all_latencies, 0.99) * 1000:.0f} ms")
+    lines.append(
+        f"{'any call p50 / p95 / p99':<44}{percentile(all_latencies, 0.5) * 1000:.0f} / {percentile(all_latencies, 0.95) * 1000:.0f} / "
+        f"{percentile(all_latencies, 0.99) * 1000:.0f} ms"
+    )
     if result.crashes:
         waits = [c["reclaimed_at"] - c["crashed_at"] for c in result.crashes if c["reclaimed_at"] is not None]
-        after_expiry = [c["reclaimed_at"] - c["lease_expired_by"] for c in result.crashes if c["reclaimed_at"] is not None]
+        after_expiry = [
+            c["reclaimed_at"] - c["lease_expired_by"] for c in result.crashes if c["reclaimed_at"] is not None
+        ]
         if waits:
-            lines.append(f"{'crashed tasks: crash → reclaimed min/med/max':<46}{min(waits):.1f} / {statistics.median(waits):.1f} / {max(waits):.1f} s"
-                         f"  (lease expiry → reclaimed {min(after_expiry):.1f} / {statistics.median(after_expiry):.1f} / {max(after_expiry):.1f} s)")
+            lines.append(
+                f"{'crashed tasks: crash → reclaimed min/med/max':<46}{min(waits):.1f} / {statistics.median(waits):.1f} / {max(waits):.1f} s"
+                f"  (lease expiry → reclaimed {min(after_expiry):.1f} / {statistics.median(after_expiry):.1f} / {max(after_expiry):.1f} s)"
+            )
         lines.append(f"{'crashed tasks reclaimed':<44}{len(waits)} / {len(result.crashes)}")
     if database is not None:
         lines += [
@@ -738,6 +921,8 @@ def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: 
             f"{'database: completion events':<44}{database['completion_events']} (several for one task: {len(database['tasks_with_several_completion_events'])}, "
             f"completer ≠ client: {len(database['completer_mismatches'])})",
             f"{'database: claims granted while leased':<44}{len(database['claims_while_held'])}",
+            f"{'database: hand-offs taken from a non-holder':<44}{len(database['handoffs_accepted_from_a_non_holder'])} "
+            f"{database['handoffs_accepted_from_a_non_holder'][:3]}",
             f"{'database: discoveries':<44}{database['discoveries']} (spawning unknown tasks: {database['discoveries_spawning_unknown_tasks']})",
             f"{'database: crashed tasks w/o lease_expired':<44}{len(database['crashed_tasks_without_lease_expired_event'])}",
             f"{'database: hand-offs by status':<44}{database['handoffs']}",
@@ -746,6 +931,8 @@ def format_report(plan: Plan, config: SwarmConfig, result: SwarmResult, checks: 
         lines.append("")
         for name, seconds in cpu.items():
             lines.append(f"{'CPU ' + name:<44}{seconds:.1f} s ({seconds / makespan * 100:.0f} % of one core)")
+    if result.notes:
+        lines += ["", f"notes ({len(result.notes)}, first 10):"] + [f"  {note}" for note in result.notes[:10]]
     if result.unexpected_errors:
         lines += ["", "unexpected errors (first 10):"] + [f"  {e}" for e in result.unexpected_errors[:10]]
     return "\n".join(lines)

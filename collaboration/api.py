@@ -98,7 +98,9 @@ class SendRequest(StrictSerializer):
     message_type = serializers.ChoiceField(choices=Message.MessageType.choices, default="info")
     ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     task_id = serializers.CharField(max_length=30, required=False, allow_null=True)
-    thread_id = serializers.CharField(max_length=64, required=False, allow_null=True, help_text="reply in an existing thread")
+    thread_id = serializers.CharField(
+        max_length=64, required=False, allow_null=True, help_text="reply in an existing thread"
+    )
 
 
 class BroadcastRequest(StrictSerializer):
@@ -110,7 +112,9 @@ class BroadcastRequest(StrictSerializer):
 
 
 class MarkReadRequest(StrictSerializer):
-    message_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62), min_length=1, max_length=100)
+    message_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**62), min_length=1, max_length=100
+    )
 
 
 class HandoffListQuery(serializers.Serializer):
@@ -139,16 +143,30 @@ class HandoffDeclineRequest(StrictSerializer):
 
 
 class MessagesView(ApiView):
-    @extend_schema(tags=TAG, operation_id="messages_inbox", parameters=[InboxQuery], responses=InboxSerializer,
-                   summary="Your inbox (direct and broadcast), newest first; with thread_id the whole thread")
+    @extend_schema(
+        tags=TAG,
+        operation_id="messages_inbox",
+        parameters=[InboxQuery],
+        responses=InboxSerializer,
+        summary="Your inbox (direct and broadcast), newest first; with thread_id the whole thread",
+    )
     def get(self, request):
         query = validated_query(InboxQuery, request)
         agent = require_agent(request, action="read an inbox")
-        items = selectors.inbox(agent=agent, thread_id=query.get("thread_id"), limit=query["limit"], unread_only=query["unread_only"])
-        return Response({"messages": [payloads.message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]})
+        items = selectors.inbox(
+            agent=agent, thread_id=query.get("thread_id"), limit=query["limit"], unread_only=query["unread_only"]
+        )
+        return Response(
+            {"messages": [payloads.message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]}
+        )
 
-    @extend_schema(tags=TAG, operation_id="messages_send", request=SendRequest, responses={201: SentSerializer},
-                   summary="Send a direct message to another agent of a shared workflow")
+    @extend_schema(
+        tags=TAG,
+        operation_id="messages_send",
+        request=SendRequest,
+        responses={201: SentSerializer},
+        summary="Send a direct message to another agent of a shared workflow",
+    )
     def post(self, request):
         data = validated(SendRequest, request.data)
         act_as_self(request, data.pop("sender_agent_id", None), argument="sender_agent_id")
@@ -158,8 +176,13 @@ class MessagesView(ApiView):
 
 
 class BroadcastView(ApiView):
-    @extend_schema(tags=TAG, operation_id="messages_broadcast", request=BroadcastRequest, responses={201: BroadcastSentSerializer},
-                   summary="Send a message to every other agent of the workflow (of ticket_id/task_id if given)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="messages_broadcast",
+        request=BroadcastRequest,
+        responses={201: BroadcastSentSerializer},
+        summary="Send a message to every other agent of the workflow (of ticket_id/task_id if given)",
+    )
     def post(self, request):
         data = validated(BroadcastRequest, request.data)
         act_as_self(request, data.pop("sender_agent_id", None), argument="sender_agent_id")
@@ -169,8 +192,13 @@ class BroadcastView(ApiView):
 
 
 class MarkReadView(ApiView):
-    @extend_schema(tags=TAG, operation_id="messages_mark_read", request=MarkReadRequest, responses=MarkedReadSerializer,
-                   summary="Mark messages of your inbox read")
+    @extend_schema(
+        tags=TAG,
+        operation_id="messages_mark_read",
+        request=MarkReadRequest,
+        responses=MarkedReadSerializer,
+        summary="Mark messages of your inbox read",
+    )
     def post(self, request):
         data = validated(MarkReadRequest, request.data)
         agent = require_agent(request, action="mark messages read")
@@ -178,15 +206,31 @@ class MarkReadView(ApiView):
 
 
 class HandoffsView(ApiView):
-    @extend_schema(tags=TAG, operation_id="handoffs_list", parameters=[HandoffListQuery], responses=HandoffListSerializer,
-                   summary="Hand-offs you requested or were asked to take (latest 50)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="handoffs_list",
+        parameters=[HandoffListQuery],
+        responses=HandoffListSerializer,
+        summary="Hand-offs you requested or were asked to take (latest 50)",
+    )
     def get(self, request):
         query = validated_query(HandoffListQuery, request)
         agent = require_agent(request, action="list hand-offs")
-        return Response({"handoffs": [payloads.handoff_payload(h) for h in selectors.handoffs_for(agent=agent, status=query.get("status"))]})
+        return Response(
+            {
+                "handoffs": [
+                    payloads.handoff_payload(h) for h in selectors.handoffs_for(agent=agent, status=query.get("status"))
+                ]
+            }
+        )
 
-    @extend_schema(tags=TAG, operation_id="handoffs_request", request=HandoffRequest, responses={201: HandoffSerializer},
-                   summary="Ask another agent to take over a task you hold")
+    @extend_schema(
+        tags=TAG,
+        operation_id="handoffs_request",
+        request=HandoffRequest,
+        responses={201: HandoffSerializer},
+        summary="Ask another agent to take over a task you hold",
+    )
     def post(self, request):
         data = validated(HandoffRequest, request.data)
         act_as_self(request, data.pop("from_agent_id", None), argument="from_agent_id")
@@ -196,15 +240,26 @@ class HandoffsView(ApiView):
 
 
 class HandoffDetailView(ApiView):
-    @extend_schema(tags=TAG, operation_id="handoffs_retrieve", parameters=[HANDOFF_ID_PARAM], responses=HandoffSerializer,
-                   summary="One hand-off")
+    @extend_schema(
+        tags=TAG,
+        operation_id="handoffs_retrieve",
+        parameters=[HANDOFF_ID_PARAM],
+        responses=HandoffSerializer,
+        summary="One hand-off",
+    )
     def get(self, request, handoff_id):
         return Response(payloads.handoff_payload(selectors.handoff_get(handoff_id=handoff_id, actor=request.user)))
 
 
 class HandoffAcceptView(ApiView):
-    @extend_schema(tags=TAG, operation_id="handoffs_accept", parameters=[HANDOFF_ID_PARAM], request=HandoffAnswerRequest,
-                   responses=HandoffSerializer, summary="Accept a hand-off addressed to you: the task and its lease become yours")
+    @extend_schema(
+        tags=TAG,
+        operation_id="handoffs_accept",
+        parameters=[HANDOFF_ID_PARAM],
+        request=HandoffAnswerRequest,
+        responses=HandoffSerializer,
+        summary="Accept a hand-off addressed to you: the task and its lease become yours",
+    )
     def post(self, request, handoff_id):
         data = validated(HandoffAnswerRequest, request.data)
         act_as_self(request, data.get("agent_id"))
@@ -214,10 +269,20 @@ class HandoffAcceptView(ApiView):
 
 
 class HandoffDeclineView(ApiView):
-    @extend_schema(tags=TAG, operation_id="handoffs_decline", parameters=[HANDOFF_ID_PARAM], request=HandoffDeclineRequest,
-                   responses=HandoffSerializer, summary="Decline a hand-off addressed to you; the task stays with the requester")
+    @extend_schema(
+        tags=TAG,
+        operation_id="handoffs_decline",
+        parameters=[HANDOFF_ID_PARAM],
+        request=HandoffDeclineRequest,
+        responses=HandoffSerializer,
+        summary="Decline a hand-off addressed to you; the task stays with the requester",
+    )
     def post(self, request, handoff_id):
         data = validated(HandoffDeclineRequest, request.data)
         act_as_self(request, data.get("agent_id"))
         agent = require_agent(request, action="decline a hand-off")
-        return Response(payloads.handoff_payload(services.handoff_decline(agent=agent, handoff_id=handoff_id, reason=data.get("reason", ""))))
+        return Response(
+            payloads.handoff_payload(
+                services.handoff_decline(agent=agent, handoff_id=handoff_id, reason=data.get("reason", ""))
+            )
+        )

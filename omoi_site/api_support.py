@@ -13,7 +13,8 @@ import binascii
 import json
 import logging
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -26,8 +27,8 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -81,7 +82,10 @@ def api_exception_handler(exc, context):
         reference = uuid.uuid4().hex[:12]
         logger.exception("REST API error (ref %s)", reference)
         return Response(
-            error_body("internal_error", f"Internal error (ref {reference}); nothing was changed. Report the ref to an operator."),
+            error_body(
+                "internal_error",
+                f"Internal error (ref {reference}); nothing was changed. Report the ref to an operator.",
+            ),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     if isinstance(exc, exceptions.ValidationError):
@@ -308,14 +312,21 @@ class ApiCursorPagination(CursorPagination):
         try:
             return super().decode_cursor(request)
         except exceptions.NotFound:
-            raise exceptions.ValidationError({"cursor": ["Invalid cursor: pass the `next` or `previous` link as given."]})
+            raise exceptions.ValidationError(
+                {"cursor": ["Invalid cursor: pass the `next` or `previous` link as given."]}
+            )
 
 
 def paginate_queryset(view: APIView, request, queryset, render: Callable[[Any], dict]) -> Response:
     paginator = ApiCursorPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
-    return Response({"next": paginator.get_next_link(), "previous": paginator.get_previous_link(),
-                     "results": [render(item) for item in page]})
+    return Response(
+        {
+            "next": paginator.get_next_link(),
+            "previous": paginator.get_previous_link(),
+            "results": [render(item) for item in page],
+        }
+    )
 
 
 def _encode_offset(offset: int) -> str:
@@ -335,7 +346,9 @@ def _decode_offset(cursor: str | None) -> int:
     return offset
 
 
-def paginate_selector(request, fetch: Callable[[int, int], tuple[list, int]], render: Callable[[Any], dict]) -> Response:
+def paginate_selector(
+    request, fetch: Callable[[int, int], tuple[list, int]], render: Callable[[Any], dict]
+) -> Response:
     """Opaque-cursor pagination over a selector that takes offset/limit and returns (page, total)."""
     paginator = ApiCursorPagination()
     limit = paginator.get_page_size(request)
@@ -409,7 +422,9 @@ def parse_if_match(value: str | None) -> int | None:
     text = text.strip('"')
     if text.isdigit() and 0 < int(text) < 2**31:
         return int(text)
-    raise exceptions.ValidationError({"If-Match": [f'If-Match must be the ETag of the ticket, e.g. "3"; got {value!r}.']})
+    raise exceptions.ValidationError(
+        {"If-Match": [f'If-Match must be the ETag of the ticket, e.g. "3"; got {value!r}.']}
+    )
 
 
 def etag(version: int) -> str:
@@ -425,7 +440,9 @@ class BoundedJSONObjectField(serializers.DictField):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
-            raise serializers.ValidationError(f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead.")
+            raise serializers.ValidationError(
+                f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead."
+            )
         return value
 
 
@@ -433,7 +450,9 @@ class BoundedJSONListField(serializers.ListField):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
-            raise serializers.ValidationError(f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead.")
+            raise serializers.ValidationError(
+                f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead."
+            )
         return value
 
 

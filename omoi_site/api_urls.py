@@ -31,12 +31,21 @@ urlpatterns = [
     *route("tickets/<str:ticket_id>/status", tickets_api.TicketStatusView.as_view(), "api-ticket-status"),
     *route("tickets/<str:ticket_id>/resolve", tickets_api.TicketResolveView.as_view(), "api-ticket-resolve"),
     *route("tickets/<str:ticket_id>/comments", tickets_api.TicketCommentsView.as_view(), "api-ticket-comments"),
-    *route("tickets/<str:ticket_id>/dependencies", tickets_api.TicketDependenciesView.as_view(), "api-ticket-dependencies"),
-    *route("tickets/<str:ticket_id>/dependencies/<str:blocker_id>", tickets_api.TicketDependencyDetailView.as_view(),
-           "api-ticket-dependency"),
+    *route(
+        "tickets/<str:ticket_id>/dependencies", tickets_api.TicketDependenciesView.as_view(), "api-ticket-dependencies"
+    ),
+    *route(
+        "tickets/<str:ticket_id>/dependencies/<str:blocker_id>",
+        tickets_api.TicketDependencyDetailView.as_view(),
+        "api-ticket-dependency",
+    ),
     *route("tickets/<str:ticket_id>/commits", tickets_api.TicketCommitsView.as_view(), "api-ticket-commits"),
     *route("tickets/<str:ticket_id>/history", tickets_api.TicketHistoryView.as_view(), "api-ticket-history"),
-    *route("tickets/<str:ticket_id>/phase-history", tickets_api.TicketPhaseHistoryView.as_view(), "api-ticket-phase-history"),
+    *route(
+        "tickets/<str:ticket_id>/phase-history",
+        tickets_api.TicketPhaseHistoryView.as_view(),
+        "api-ticket-phase-history",
+    ),
     *route("tickets/<str:ticket_id>/graph", tasks_api.TicketGraphView.as_view(), "api-ticket-graph"),
     # tasks and discoveries
     *route("tasks", tasks_api.TaskCollectionView.as_view(), "api-tasks"),

@@ -16,6 +16,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "omoios"
+EMBEDDED_MAX_CONNECTIONS = 400
 _server = None
 
 
@@ -54,6 +55,12 @@ def _ensure_database(server) -> None:
         if not exists:
             logger.info("creating database %s in the embedded PostgreSQL", DATABASE_NAME)
             connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        # initdb's default of 100 connections is too few for the web server's threads, a worker, a test
+        # suite and a 50-agent benchmark at once. ALTER SYSTEM applies at the next start of the server
+        # (the embedded server stops when the last attached process exits).
+        (max_connections,) = connection.execute("SHOW max_connections").fetchone()
+        if int(max_connections) < EMBEDDED_MAX_CONNECTIONS:
+            connection.execute(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
 
 
 def _prune_dead_handles(server) -> None:

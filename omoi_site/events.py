@@ -9,11 +9,15 @@ only after the transaction commits (nothing is published if it rolls back). Grou
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -87,12 +91,41 @@ def publish_on_commit(
     transaction.on_commit(lambda: _send(groups, message))
 
 
+class _PublisherLoop:
+    """One long-lived event loop thread per process for publishing to Redis.
+
+    channels-redis keeps its connection pools per event loop; `async_to_sync` from a plain thread makes a
+    fresh loop — and so fresh Redis connections — for every event, which caps publishing at a few dozen
+    events per second. Publishing through one persistent loop reuses the pool.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loop = None
+        self._pid = None
+
+    def loop(self):
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # new process (fork): new loop
+                self._loop = asyncio.new_event_loop()
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop.run_forever, name="omoi-event-publisher", daemon=True).start()
+            return self._loop
+
+
+_publisher = _PublisherLoop()
+
+
 def _send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(_send_all)(layer, groups, message)
+        if settings.CHANNEL_LAYER_KIND == "redis":
+            future = asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _publisher.loop())
+            future.result(timeout=10)
+        else:  # the in-memory layer's queues belong to the server's own loop
+            async_to_sync(_send_all)(layer, groups, message)
     except Exception:  # a realtime hiccup must never undo or fail a committed write
         logger.exception("publishing %s failed", message.get("event"))
 

@@ -1,10 +1,7 @@
-"""Websocket routes collected from the apps' consumers."""
+"""Websocket routing: the apps' websocket routes (each wraps its own authentication)."""
 
-websocket_urlpatterns = []
+from channels.routing import URLRouter
 
-try:
-    from collaboration.routing import websocket_urlpatterns as collaboration_routes
+from collaboration.routing import websocket_urlpatterns
 
-    websocket_urlpatterns += collaboration_routes
-except ModuleNotFoundError:
-    pass
+websocket_application = URLRouter(websocket_urlpatterns)

@@ -124,7 +124,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # redis-py 8 raises MaxConnectionsError past 100 pooled connections instead of waiting;
+            # a burst of 200 sockets closing at once needs more.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 1000}], "capacity": 1500, "expiry": 30},
         }
     }
     CHANNEL_LAYER_KIND = "redis"
@@ -246,6 +248,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION  # serve app static files without collectstatic outside production
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -265,6 +268,8 @@ if IS_PRODUCTION:
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    if os.environ.get("STATIC_ROOT"):  # where `collectstatic` writes in the image (WhiteNoise serves it)
+        STATIC_ROOT = Path(os.environ["STATIC_ROOT"])
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {

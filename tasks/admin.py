@@ -34,7 +34,7 @@ class TaskAdmin(ReadOnlyAdmin):
     list_select_related = ["ticket", "claimed_by", "assigned_agent"]
     search_fields = ["description"]
     inlines = [TaskEventInline, DiscoveryInline]
-    actions = ["return_to_queue", "cancel"]
+    actions = ["return_to_queue", "cancel", "launch_implementer"]
 
     @admin.display(description="id", ordering="id")
     def public_id(self, obj):
@@ -61,6 +61,18 @@ class TaskAdmin(ReadOnlyAdmin):
     @admin.action(description="Return selected tasks to the queue (pending; releases the lease)")
     def return_to_queue(self, request, queryset):
         self._move(request, queryset, Task.Status.PENDING, "Returned to the queue")
+
+    @admin.action(description="Launch an implementer worker on each selected pending task")
+    def launch_implementer(self, request, queryset):
+        from agents.launcher import launch_worker
+
+        for task in queryset.select_related("ticket").order_by("pk"):
+            try:
+                run = launch_worker(actor=request.user, template="implementer", task=task)
+            except DomainError as error:
+                self.message_user(request, f"{task.public_id} not launched: {error.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{task.public_id}: launched {run.agent_id} (run {run.pk}).", messages.SUCCESS)
 
     @admin.action(description="Cancel selected tasks")
     def cancel(self, request, queryset):

@@ -29,8 +29,13 @@ TAG = ["tasks"]
 TASK_ID_PARAM = OpenApiParameter("task_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. TSK-7")
 TICKET_ID_PARAM = OpenApiParameter("ticket_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. TKT-12")
 AGENT_ID_HELP = "optional; when given it must be your own agent id (403 otherwise)"
-FENCING = serializers.IntegerField(min_value=0, max_value=2**62, required=False, allow_null=True,
-                                   help_text="from claim-next; refuses stale lease holders")
+FENCING = serializers.IntegerField(
+    min_value=0,
+    max_value=2**62,
+    required=False,
+    allow_null=True,
+    help_text="from claim-next; refuses stale lease holders",
+)
 
 
 class TaskSerializer(serializers.Serializer):
@@ -154,7 +159,9 @@ class TaskCreateRequest(StrictSerializer):
 class ClaimNextRequest(StrictSerializer):
     agent_id = serializers.CharField(max_length=100, required=False, help_text=AGENT_ID_HELP)
     workflow_id = serializers.CharField(max_length=100, help_text="workflow slug")
-    task_types = serializers.ListField(child=serializers.ChoiceField(choices=Task.TaskType.choices), max_length=10, required=False)
+    task_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=Task.TaskType.choices), max_length=10, required=False
+    )
 
 
 class HeartbeatRequest(StrictSerializer):
@@ -192,18 +199,35 @@ def _task(task) -> dict:
 
 
 class TaskCollectionView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_list", parameters=[TaskListQuery], responses=paginated("TaskPage", TaskSerializer),
-                   summary="Tasks of your workflows (filter by workflow, ticket, status, type), newest first")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_list",
+        parameters=[TaskListQuery],
+        responses=paginated("TaskPage", TaskSerializer),
+        summary="Tasks of your workflows (filter by workflow, ticket, status, type), newest first",
+    )
     def get(self, request):
         query = validated_query(TaskListQuery, request)
         workflow = workflow_get(slug=query["workflow"], actor=request.user) if "workflow" in query else None
-        ticket = ticket_get(ticket_id=query["ticket"], actor=request.user, argument="ticket") if "ticket" in query else None
-        tasks = selectors.task_list(actor=request.user, workflow=workflow, ticket=ticket, status=query.get("status"),
-                                    task_type=query.get("task_type"))
+        ticket = (
+            ticket_get(ticket_id=query["ticket"], actor=request.user, argument="ticket") if "ticket" in query else None
+        )
+        tasks = selectors.task_list(
+            actor=request.user,
+            workflow=workflow,
+            ticket=ticket,
+            status=query.get("status"),
+            task_type=query.get("task_type"),
+        )
         return paginate_queryset(self, request, tasks, _task)
 
-    @extend_schema(tags=TAG, operation_id="tasks_create", request=TaskCreateRequest, responses={201: TaskCreatedSerializer},
-                   summary="Create a task under a ticket (with discovery_type+source_task_id: a discovery spawning it)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_create",
+        request=TaskCreateRequest,
+        responses={201: TaskCreatedSerializer},
+        summary="Create a task under a ticket (with discovery_type+source_task_id: a discovery spawning it)",
+    )
     def post(self, request):
         data = validated(TaskCreateRequest, request.data)
         task, discovery = services.task_create(actor=request.user, **data)
@@ -214,16 +238,26 @@ class TaskCollectionView(ApiView):
 
 
 class TaskDetailView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_retrieve", parameters=[TASK_ID_PARAM], responses=TaskSerializer,
-                   summary="One task with its lease, dependencies and result")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_retrieve",
+        parameters=[TASK_ID_PARAM],
+        responses=TaskSerializer,
+        summary="One task with its lease, dependencies and result",
+    )
     def get(self, request, task_id):
         task = selectors.task_get(task_id=task_id, actor=request.user)
         return Response(payloads.task_payload(task, include_dependencies=True))
 
 
 class ClaimNextView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_claim_next", request=ClaimNextRequest, responses=ClaimResultSerializer,
-                   summary="Atomically claim the highest-priority ready task; task null when nothing is ready")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_claim_next",
+        request=ClaimNextRequest,
+        responses=ClaimResultSerializer,
+        summary="Atomically claim the highest-priority ready task; task null when nothing is ready",
+    )
     def post(self, request):
         data = validated(ClaimNextRequest, request.data)
         act_as_self(request, data.get("agent_id"))
@@ -232,73 +266,129 @@ class ClaimNextView(ApiView):
         task = services.task_claim_next(agent=agent, workflow=workflow, task_types=data.get("task_types"))
         if task is None:
             return Response({"task": None})
-        return Response({"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()})
+        return Response(
+            {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
+        )
 
 
 class HeartbeatView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_heartbeat", parameters=[TASK_ID_PARAM], request=HeartbeatRequest,
-                   responses=HeartbeatResultSerializer, summary="Renew your lease on a task you hold")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_heartbeat",
+        parameters=[TASK_ID_PARAM],
+        request=HeartbeatRequest,
+        responses=HeartbeatResultSerializer,
+        summary="Renew your lease on a task you hold",
+    )
     def post(self, request, task_id):
         data = validated(HeartbeatRequest, request.data)
         act_as_self(request, data.get("agent_id"))
         agent = require_agent(request, action="hold a task lease")
         task = services.task_heartbeat(agent=agent, task_id=task_id, fencing_token=data.get("fencing_token"))
-        return Response({"task_id": task.public_id, "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"),
-                         "fencing_token": task.fencing_token})
+        return Response(
+            {
+                "task_id": task.public_id,
+                "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"),
+                "fencing_token": task.fencing_token,
+            }
+        )
 
 
 class ReleaseView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_release", parameters=[TASK_ID_PARAM], request=ReleaseRequest,
-                   responses=TaskEnvelopeSerializer, summary="Give a task you hold back to the queue")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_release",
+        parameters=[TASK_ID_PARAM],
+        request=ReleaseRequest,
+        responses=TaskEnvelopeSerializer,
+        summary="Give a task you hold back to the queue",
+    )
     def post(self, request, task_id):
         data = validated(ReleaseRequest, request.data)
         act_as_self(request, data.get("agent_id"))
         agent = require_agent(request, action="release a task")
-        task = services.task_release(agent=agent, task_id=task_id, fencing_token=data.get("fencing_token"), reason=data.get("reason", ""))
+        task = services.task_release(
+            agent=agent, task_id=task_id, fencing_token=data.get("fencing_token"), reason=data.get("reason", "")
+        )
         return Response({"task": payloads.task_payload(task)})
 
 
 class TaskStatusView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_change_status", parameters=[TASK_ID_PARAM], request=TaskStatusRequest,
-                   responses=TaskEnvelopeSerializer,
-                   summary="Set a task's status (running, completed with result, failed with error_message)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_change_status",
+        parameters=[TASK_ID_PARAM],
+        request=TaskStatusRequest,
+        responses=TaskEnvelopeSerializer,
+        summary="Set a task's status (running, completed with result, failed with error_message)",
+    )
     def post(self, request, task_id):
         data = validated(TaskStatusRequest, request.data)
-        task = services.task_update_status(actor=request.user, task_id=task_id, status=data["status"], result=data.get("result"),
-                                           error_message=data.get("error_message"), fencing_token=data.get("fencing_token"))
+        task = services.task_update_status(
+            actor=request.user,
+            task_id=task_id,
+            status=data["status"],
+            result=data.get("result"),
+            error_message=data.get("error_message"),
+            fencing_token=data.get("fencing_token"),
+        )
         return Response({"task": payloads.task_payload(task)})
 
 
 class TaskDiscoveriesView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_discoveries", parameters=[TASK_ID_PARAM, DiscoveryQuery],
-                   responses=TaskDiscoveriesSerializer, summary="Discoveries a task recorded (and the task each spawned)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_discoveries",
+        parameters=[TASK_ID_PARAM, DiscoveryQuery],
+        responses=TaskDiscoveriesSerializer,
+        summary="Discoveries a task recorded (and the task each spawned)",
+    )
     def get(self, request, task_id):
         query = validated_query(DiscoveryQuery, request)
         task = selectors.task_get(task_id=task_id, actor=request.user)
         discoveries = selectors.task_discoveries(task=task, resolution_status=query.get("resolution_status"))
-        return Response({"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in discoveries]})
+        return Response(
+            {"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in discoveries]}
+        )
 
 
 class TaskTimelineView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tasks_timeline", parameters=[TASK_ID_PARAM], responses=TimelineSerializer,
-                   summary="Everything that happened to a task, oldest first")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tasks_timeline",
+        parameters=[TASK_ID_PARAM],
+        responses=TimelineSerializer,
+        summary="Everything that happened to a task, oldest first",
+    )
     def get(self, request, task_id):
         task = selectors.task_get(task_id=task_id, actor=request.user)
         return Response({"task_id": task.public_id, "timeline": selectors.task_timeline(task=task)})
 
 
 class DiscoveriesByTypeView(ApiView):
-    @extend_schema(tags=["discoveries"], operation_id="discoveries_list", parameters=[DiscoveriesByTypeQuery],
-                   responses=DiscoveriesSerializer, summary="Recent discoveries of one type across your workflows")
+    @extend_schema(
+        tags=["discoveries"],
+        operation_id="discoveries_list",
+        parameters=[DiscoveriesByTypeQuery],
+        responses=DiscoveriesSerializer,
+        summary="Recent discoveries of one type across your workflows",
+    )
     def get(self, request):
         query = validated_query(DiscoveriesByTypeQuery, request)
-        discoveries = selectors.discoveries_by_type(actor=request.user, discovery_type=query["discovery_type"], limit=query["limit"])
+        discoveries = selectors.discoveries_by_type(
+            actor=request.user, discovery_type=query["discovery_type"], limit=query["limit"]
+        )
         return Response({"discoveries": [payloads.discovery_payload(d) for d in discoveries]})
 
 
 class TicketGraphView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_task_graph", parameters=[TICKET_ID_PARAM], responses=GraphSerializer,
-                   summary="A ticket's task graph: nodes = tasks; edges = dependencies and discovery spawns")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_task_graph",
+        parameters=[TICKET_ID_PARAM],
+        responses=GraphSerializer,
+        summary="A ticket's task graph: nodes = tasks; edges = dependencies and discovery spawns",
+    )
     def get(self, request, ticket_id):
         ticket = ticket_get(ticket_id=ticket_id, actor=request.user)
         return Response(selectors.workflow_graph(ticket=ticket))

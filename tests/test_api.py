@@ -27,7 +27,9 @@ class Api:
         return self.client.get(path, params, **self.headers)
 
     def post(self, path, body=None, **headers):
-        return self.client.post(path, json.dumps(body or {}), content_type="application/json", **self.headers, **headers)
+        return self.client.post(
+            path, json.dumps(body or {}), content_type="application/json", **self.headers, **headers
+        )
 
     def patch(self, path, body, **headers):
         return self.client.patch(path, json.dumps(body), content_type="application/json", **self.headers, **headers)
@@ -49,7 +51,12 @@ def bob(db, workflow, make_agent):
 
 
 def create_ticket(api: Api, title="Login times out after 30s", **extra) -> dict:
-    body = {"workflow_id": "test-flow", "title": title, "description": "Users see a timeout on the login page.", **extra}
+    body = {
+        "workflow_id": "test-flow",
+        "title": title,
+        "description": "Users see a timeout on the login page.",
+        **extra,
+    }
     response = api.post("/api/tickets", body)
     assert response.status_code == 201, response.content
     return response.json()["ticket"]
@@ -67,7 +74,9 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 def test_ticket_create_detail_and_etag(alice):
     ticket = create_ticket(alice, tags=["Auth", "login"], priority="high")
-    assert ticket["ticket_id"].startswith("TKT-") and ticket["priority"] == "high" and ticket["tags"] == ["auth", "login"]
+    assert (
+        ticket["ticket_id"].startswith("TKT-") and ticket["priority"] == "high" and ticket["tags"] == ["auth", "login"]
+    )
 
     response = alice.get(f"/api/tickets/{ticket['ticket_id']}")
 
@@ -112,7 +121,9 @@ def test_patch_refuses_status_unknown_fields_and_bad_if_match(alice):
     ticket_id = create_ticket(alice)["ticket_id"]
     assert_error(alice.patch(f"/api/tickets/{ticket_id}", {"status": "done"}), 400, "invalid")
     assert_error(alice.patch(f"/api/tickets/{ticket_id}", {"titel": "typo"}), 400, "invalid")
-    assert_error(alice.patch(f"/api/tickets/{ticket_id}", {"title": "New title"}, HTTP_IF_MATCH="banana"), 400, "invalid")
+    assert_error(
+        alice.patch(f"/api/tickets/{ticket_id}", {"title": "New title"}, HTTP_IF_MATCH="banana"), 400, "invalid"
+    )
     assert_error(alice.patch(f"/api/tickets/{ticket_id}", {}), 400, "invalid")
     assert Ticket.objects.get(pk=int(ticket_id[4:])).version == 1
 
@@ -121,9 +132,13 @@ def test_status_transitions_resolve_and_history(alice):
     blocker = create_ticket(alice, title="Database pool too small")["ticket_id"]
     ticket = create_ticket(alice, blocked_by_ticket_ids=[blocker])["ticket_id"]
 
-    illegal = alice.post(f"/api/tickets/{blocker}/status", {"new_status": "testing", "comment": "Skipping ahead to testing."})
+    illegal = alice.post(
+        f"/api/tickets/{blocker}/status", {"new_status": "testing", "comment": "Skipping ahead to testing."}
+    )
     assert_error(illegal, 409)
-    moved = alice.post(f"/api/tickets/{blocker}/status", {"new_status": "analyzing", "comment": "Looking at pool metrics."})
+    moved = alice.post(
+        f"/api/tickets/{blocker}/status", {"new_status": "analyzing", "comment": "Looking at pool metrics."}
+    )
     assert moved.status_code == 200 and moved.json()["phase"] == "PHASE_REQUIREMENTS"
     resolved = alice.post(f"/api/tickets/{blocker}/resolve", {"resolution_comment": "Raised the pool size to 50."})
     assert resolved.status_code == 200 and resolved.json()["unblocked"] == [ticket]
@@ -176,7 +191,9 @@ def test_ticket_list_filters_and_cursor_pages(alice):
 
 def test_search_and_ready(alice):
     create_ticket(alice, title="Login timeout on Safari")
-    results = alice.get("/api/tickets/search", workflow="test-flow", q="Safari login timeout", search_type="keyword").json()
+    results = alice.get(
+        "/api/tickets/search", workflow="test-flow", q="Safari login timeout", search_type="keyword"
+    ).json()
     assert results["results"][0]["title"] == "Login timeout on Safari"
     ready = alice.get("/api/tickets/ready", workflow="test-flow").json()
     assert [t["title"] for t in ready["ready"]] == ["Login timeout on Safari"]
@@ -184,7 +201,9 @@ def test_search_and_ready(alice):
 
 def test_tasks_claim_heartbeat_status_and_discoveries(alice, bob):
     ticket = create_ticket(alice)["ticket_id"]
-    created = alice.post("/api/tasks", {"ticket_id": ticket, "phase_id": "PHASE_IMPLEMENTATION", "description": "Investigate the pool."})
+    created = alice.post(
+        "/api/tasks", {"ticket_id": ticket, "phase_id": "PHASE_IMPLEMENTATION", "description": "Investigate the pool."}
+    )
     assert created.status_code == 201, created.content
     task_id = created.json()["task"]["task_id"]
 
@@ -195,12 +214,22 @@ def test_tasks_claim_heartbeat_status_and_discoveries(alice, bob):
     assert_error(alice.post(f"/api/tasks/{task_id}/heartbeat", {}), 409)
     assert bob.post(f"/api/tasks/{task_id}/heartbeat", {"fencing_token": token}).json()["task_id"] == task_id
 
-    spawned = bob.post("/api/tasks", {
-        "ticket_id": ticket, "phase_id": "PHASE_IMPLEMENTATION", "description": "Fix the connection leak.",
-        "discovery_type": "bug", "source_task_id": task_id, "priority_boost": True,
-    })
+    spawned = bob.post(
+        "/api/tasks",
+        {
+            "ticket_id": ticket,
+            "phase_id": "PHASE_IMPLEMENTATION",
+            "description": "Fix the connection leak.",
+            "discovery_type": "bug",
+            "source_task_id": task_id,
+            "priority_boost": True,
+        },
+    )
     assert spawned.status_code == 201 and spawned.json()["task"]["priority"] == "HIGH"
-    done = bob.post(f"/api/tasks/{task_id}/status", {"status": "completed", "result": {"summary": "found it"}, "fencing_token": token})
+    done = bob.post(
+        f"/api/tasks/{task_id}/status",
+        {"status": "completed", "result": {"summary": "found it"}, "fencing_token": token},
+    )
     assert done.status_code == 200 and done.json()["task"]["status"] == "completed"
     discoveries = alice.get(f"/api/tasks/{task_id}/discoveries").json()["discoveries"]
     assert discoveries[0]["spawned_task_id"] == spawned.json()["task"]["task_id"]
@@ -213,8 +242,9 @@ def test_tasks_claim_heartbeat_status_and_discoveries(alice, bob):
 
 def test_messages_and_handoffs(alice, bob):
     ticket = create_ticket(alice)["ticket_id"]
-    task_id = alice.post("/api/tasks", {"ticket_id": ticket, "phase_id": "PHASE_IMPLEMENTATION",
-                                        "description": "Investigate the pool."}).json()["task"]["task_id"]
+    task_id = alice.post(
+        "/api/tasks", {"ticket_id": ticket, "phase_id": "PHASE_IMPLEMENTATION", "description": "Investigate the pool."}
+    ).json()["task"]["task_id"]
     alice.post("/api/tasks/claim-next", {"workflow_id": "test-flow"})
 
     sent = alice.post("/api/messages", {"recipient_agent_id": "bob", "message": "Can you look at the pool?"})
@@ -223,9 +253,13 @@ def test_messages_and_handoffs(alice, bob):
     assert broadcast.status_code == 201 and broadcast.json()["recipients"] == 1
     inbox = bob.get("/api/messages", unread_only="true").json()["messages"]
     assert [m["message"] for m in inbox] == ["Pool exhaustion found", "Can you look at the pool?"]
-    assert bob.post("/api/messages/read", {"message_ids": [m["message_id"] for m in inbox]}).json() == {"marked_read": 2}
+    assert bob.post("/api/messages/read", {"message_ids": [m["message_id"] for m in inbox]}).json() == {
+        "marked_read": 2
+    }
 
-    handoff = alice.post("/api/handoffs", {"to_agent_id": "bob", "task_id": task_id, "reason": "You know the database best."})
+    handoff = alice.post(
+        "/api/handoffs", {"to_agent_id": "bob", "task_id": task_id, "reason": "You know the database best."}
+    )
     assert handoff.status_code == 201, handoff.content
     handoff_id = handoff.json()["handoff_id"]
     assert_error(alice.post(f"/api/handoffs/{handoff_id}/accept", {}), 403)
@@ -242,7 +276,11 @@ def test_agents_and_sandbox_runs(alice, bob, make_agent, other_workflow):
     assert alice.get("/api/agents/bob").json()["workflows"] == ["test-flow"]
     assert_error(alice.get("/api/agents/stranger"), 404, "not_found")
     assert alice.get("/api/agents/alice/trajectory").json()["agent_id"] == "alice"
-    assert alice.get("/api/sandbox-runs", workflow="test-flow").json() == {"next": None, "previous": None, "results": []}
+    assert alice.get("/api/sandbox-runs", workflow="test-flow").json() == {
+        "next": None,
+        "previous": None,
+        "results": [],
+    }
     assert_error(alice.get("/api/sandbox-runs/RUN-999999"), 404, "not_found")
 
 
@@ -263,7 +301,7 @@ def test_every_error_has_the_envelope(alice, db):
     nul = alice.post("/api/tickets", {"workflow_id": "test-flow", "title": "Nul \x00 byte", "description": "x" * 20})
     assert_error(nul, 400, "parse_error")
     assert_error(alice.get("/api/tickets", workflow="test\x00flow"), 400, "parse_error")
-    huge = alice.post(f"/api/tasks/TSK-1/status", {"status": "completed", "result": {"blob": "x" * 40_000}})
+    huge = alice.post("/api/tasks/TSK-1/status", {"status": "completed", "result": {"blob": "x" * 40_000}})
     assert_error(huge, 400, "invalid")
     assert Ticket.objects.count() == 0
 
@@ -276,12 +314,19 @@ def test_staff_user_session_reads_and_writes_tickets_but_not_agent_only_actions(
     client = Client()
     client.force_login(staff)
     assert client.get(f"/api/tickets/{ticket_id}").json()["ticket_id"] == ticket_id
-    edited = client.patch(f"/api/tickets/{ticket_id}", json.dumps({"priority": "critical"}), content_type="application/json")
+    edited = client.patch(
+        f"/api/tickets/{ticket_id}", json.dumps({"priority": "critical"}), content_type="application/json"
+    )
     assert edited.status_code == 200 and edited.json()["priority"] == "critical"
-    claim = client.post("/api/tasks/claim-next", json.dumps({"workflow_id": "test-flow"}), content_type="application/json")
+    claim = client.post(
+        "/api/tasks/claim-next", json.dumps({"workflow_id": "test-flow"}), content_type="application/json"
+    )
     assert_error(claim, 403, "forbidden")
-    acting = client.post(f"/api/tickets/{ticket_id}/comments", json.dumps({"comment_text": "hi", "agent_id": "alice"}),
-                         content_type="application/json")
+    acting = client.post(
+        f"/api/tickets/{ticket_id}/comments",
+        json.dumps({"comment_text": "hi", "agent_id": "alice"}),
+        content_type="application/json",
+    )
     assert_error(acting, 403, "forbidden")
     plain = User.objects.create_user("visitor", password="pw-visitor-123")
     client.force_login(plain)
@@ -311,3 +356,21 @@ def test_schema_and_docs_are_served(db):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     assert b"cdn.jsdelivr" not in docs.content
+
+
+def test_mcp_rate_limit_per_token_answers_http_429(asgi_server, transactional_db, workflow, make_agent, settings):
+    import httpx
+
+    _agent, token = make_agent("chatty", workflow)
+    settings.MCP_RATE_LIMIT = "2/min"
+    caches["throttle"].clear()
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+
+    statuses = [httpx.post(f"{asgi_server.url}/mcp/", json=body, headers=headers).status_code for _ in range(3)]
+
+    assert statuses[:2] != [429, 429] and statuses[2] == 429
+    limited = httpx.post(f"{asgi_server.url}/mcp/", json=body, headers=headers)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert limited.json()["error"]["code"] == "throttled"
+    caches["throttle"].clear()

@@ -166,11 +166,14 @@ def test_local_provider_embeds_100_short_texts_fast():
     provider.embed(["warm up"])
     texts = [f"Ticket {i}: flaky test in module {i % 7} fails on CI" for i in range(100)]
 
-    started = time.perf_counter()
-    provider.embed(texts)
-    elapsed = time.perf_counter() - started
+    timings = []
+    for _ in range(3):  # best of three: other processes on a shared machine only ever add time
+        started = time.perf_counter()
+        provider.embed(texts)
+        timings.append(time.perf_counter() - started)
 
-    assert elapsed < 1.5, elapsed
+    # ≈0.2 s on an idle 2-vCPU machine; the bound catches a 10x regression (no batching, padding to 256).
+    assert min(timings) < 1.5, timings
 
 
 def test_local_provider_loads_once_under_concurrent_first_use():

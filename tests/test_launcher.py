@@ -160,3 +160,22 @@ def test_auto_spawn_rules_launch_workers_for_ready_tickets_of_mapped_types(trans
     ticket_resolve(actor=reporter, ticket_id=blocker.id, resolution_comment="Feature shipped, export unblocked.")
     call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay", "--max-tasks", "1")
     assert set(SandboxRun.objects.values_list("ticket_id", flat=True)) == {bug.id, blocked_bug.id}
+
+
+def test_admin_actions_launch_workers_through_the_launcher(client, django_user_model, transactional_db, workflow, make_agent):
+    from tasks.services import task_create
+    from tickets.services import ticket_create
+
+    staff = django_user_model.objects.create_superuser("boss", "", "boss-password-123")
+    client.force_login(staff)
+    reporter = make_agent("reporter", workflow)[0]
+    ticket = ticket_create(actor=reporter, workflow=workflow, title="Slow search", description="Search takes ten seconds")
+    task, _ = task_create(actor=reporter, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Profile the search query")
+    response = client.post("/admin/tickets/ticket/", {"action": "launch_worker", "_selected_action": [ticket.pk],
+                                                     "apply": "1", "template": "researcher"}, follow=True)
+    assert response.status_code == 200
+    run = SandboxRun.objects.get()
+    assert (run.template, run.task_id, run.ticket_id) == ("researcher", task.pk, ticket.pk)
+    other, _ = task_create(actor=staff, ticket_id=ticket.id, phase_id="PHASE_TESTING", description="Write a regression test")
+    client.post("/admin/tasks/task/", {"action": "launch_implementer", "_selected_action": [other.pk]}, follow=True)
+    assert SandboxRun.objects.filter(task=other, template="implementer").exists()

@@ -23,10 +23,21 @@ EXAMPLES_PER_TOOL = 12
 ALPHABET = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 
 ID_FIELDS = {
-    "ticket_id": "TKT", "parent_ticket_id": "TKT", "blocked_by_ticket_id": "TKT", "task_id": "TSK",
-    "source_task_id": "TSK", "handoff_id": "HND",
+    "ticket_id": "TKT",
+    "parent_ticket_id": "TKT",
+    "blocked_by_ticket_id": "TKT",
+    "task_id": "TSK",
+    "source_task_id": "TSK",
+    "handoff_id": "HND",
 }
-AGENT_FIELDS = ("agent_id", "sender_agent_id", "from_agent_id", "to_agent_id", "recipient_agent_id", "assigned_agent_id")
+AGENT_FIELDS = (
+    "agent_id",
+    "sender_agent_id",
+    "from_agent_id",
+    "to_agent_id",
+    "recipient_agent_id",
+    "assigned_agent_id",
+)
 
 
 def _hostile():
@@ -63,20 +74,31 @@ def _plausible(name: str, schema: dict, world: dict):
         return st.booleans()
     if kind == "array":
         item = schema.get("items", {})
-        item_name = {"blocked_by_ticket_ids": "ticket_id", "related_task_ids": "task_id", "dependencies": "task_id",
-                     "mentions": "agent_id"}.get(name, "")
+        item_name = {
+            "blocked_by_ticket_ids": "ticket_id",
+            "related_task_ids": "task_id",
+            "dependencies": "task_id",
+            "mentions": "agent_id",
+        }.get(name, "")
         return st.lists(_plausible(item_name, item, world), max_size=min(schema.get("maxItems", 5), 5))
     if kind == "object":
         if name == "updates":
-            editable = st.fixed_dictionaries({}, optional={
-                "title": st.text(ALPHABET, max_size=60), "description": st.text(ALPHABET, max_size=60),
-                "priority": st.sampled_from(["low", "high", "urgent"]), "tags": st.lists(st.text(ALPHABET, max_size=8), max_size=3),
-                "assigned_agent_id": st.sampled_from(["bob", "stranger", None]),
-                "parent_ticket_id": st.sampled_from(world["ids"]["TKT"] + ["TKT-0", None]),
-                "status": st.just("done"),
-            })
+            editable = st.fixed_dictionaries(
+                {},
+                optional={
+                    "title": st.text(ALPHABET, max_size=60),
+                    "description": st.text(ALPHABET, max_size=60),
+                    "priority": st.sampled_from(["low", "high", "urgent"]),
+                    "tags": st.lists(st.text(ALPHABET, max_size=8), max_size=3),
+                    "assigned_agent_id": st.sampled_from(["bob", "stranger", None]),
+                    "parent_ticket_id": st.sampled_from(world["ids"]["TKT"] + ["TKT-0", None]),
+                    "status": st.just("done"),
+                },
+            )
             return editable
-        return st.dictionaries(st.text(ALPHABET, max_size=10), st.one_of(st.text(ALPHABET, max_size=20), st.integers()), max_size=4)
+        return st.dictionaries(
+            st.text(ALPHABET, max_size=10), st.one_of(st.text(ALPHABET, max_size=20), st.integers()), max_size=4
+        )
     return _hostile()
 
 
@@ -104,8 +126,14 @@ def generate(strategy, count: int) -> list[dict]:
     examples: list[dict] = []
 
     @given(strategy)
-    @settings(max_examples=count, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck), deadline=None)
+    @settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        deadline=None,
+    )
     def collect(value):
         examples.append(value)
 
@@ -137,15 +165,32 @@ def world(transactional_db, workflow, other_workflow, make_agent):
     alice, token = make_agent("alice", workflow)
     bob, _ = make_agent("bob", workflow)
     stranger, _ = make_agent("stranger", other_workflow)
-    first = tickets.ticket_create(actor=alice, workflow=workflow, title="Pool too small", description="The pool runs dry.")
-    second = tickets.ticket_create(actor=alice, workflow=workflow, title="Login timeout", description="Login takes 30 seconds.",
-                                   blocked_by_ticket_ids=[first.public_id])
-    foreign = tickets.ticket_create(actor=stranger, workflow=other_workflow, title="Their ticket", description="Not alice's business.")
-    task, _ = tasks.task_create(actor=alice, ticket_id=first.public_id, phase_id="PHASE_IMPLEMENTATION", description="Investigate the pool.")
-    tasks.task_create(actor=alice, ticket_id=second.public_id, phase_id="PHASE_TESTING", description="Write a regression test.")
-    foreign_task, _ = tasks.task_create(actor=stranger, ticket_id=foreign.public_id, phase_id="PHASE_DESIGN", description="Their own task.")
+    first = tickets.ticket_create(
+        actor=alice, workflow=workflow, title="Pool too small", description="The pool runs dry."
+    )
+    second = tickets.ticket_create(
+        actor=alice,
+        workflow=workflow,
+        title="Login timeout",
+        description="Login takes 30 seconds.",
+        blocked_by_ticket_ids=[first.public_id],
+    )
+    foreign = tickets.ticket_create(
+        actor=stranger, workflow=other_workflow, title="Their ticket", description="Not alice's business."
+    )
+    task, _ = tasks.task_create(
+        actor=alice, ticket_id=first.public_id, phase_id="PHASE_IMPLEMENTATION", description="Investigate the pool."
+    )
+    tasks.task_create(
+        actor=alice, ticket_id=second.public_id, phase_id="PHASE_TESTING", description="Write a regression test."
+    )
+    foreign_task, _ = tasks.task_create(
+        actor=stranger, ticket_id=foreign.public_id, phase_id="PHASE_DESIGN", description="Their own task."
+    )
     tasks.task_claim_next(agent=bob, workflow=workflow)
-    handoff = collaboration.handoff_request(from_agent=bob, to_agent_id="alice", task_id=task.public_id, reason="Alice, please take this.")
+    handoff = collaboration.handoff_request(
+        from_agent=bob, to_agent_id="alice", task_id=task.public_id, reason="Alice, please take this."
+    )
     return {
         "token": token,
         "foreign_workflow_id": other_workflow.id,
@@ -163,8 +208,14 @@ def foreign_snapshot(workflow_id: int) -> dict:
     from tickets.models import Ticket, TicketComment, TicketEvent
 
     return {
-        "tickets": list(Ticket.objects.filter(workflow_id=workflow_id).order_by("id").values_list("id", "version", "status", "title")),
-        "tasks": list(Task.objects.filter(workflow_id=workflow_id).order_by("id").values_list("id", "status", "claimed_by_id")),
+        "tickets": list(
+            Ticket.objects.filter(workflow_id=workflow_id)
+            .order_by("id")
+            .values_list("id", "version", "status", "title")
+        ),
+        "tasks": list(
+            Task.objects.filter(workflow_id=workflow_id).order_by("id").values_list("id", "status", "claimed_by_id")
+        ),
         "events": TicketEvent.objects.filter(ticket__workflow_id=workflow_id).count(),
         "comments": TicketComment.objects.filter(ticket__workflow_id=workflow_id).count(),
         "messages": Message.objects.filter(workflow_id=workflow_id).count(),
@@ -191,7 +242,9 @@ def assert_database_consistent() -> None:
     for ticket_id in edges:
         assert not reaches(ticket_id, ticket_id, set()), f"dependency cycle through TKT-{ticket_id}"
     for ticket in Ticket.objects.all():
-        open_blockers = TicketDependency.objects.filter(ticket=ticket).exclude(blocker__status=Ticket.Status.DONE).exists()
+        open_blockers = (
+            TicketDependency.objects.filter(ticket=ticket).exclude(blocker__status=Ticket.Status.DONE).exists()
+        )
         if ticket.is_blocked:
             assert open_blockers, f"{ticket.public_id} is flagged blocked without an open blocker"
         elif ticket.status != Ticket.Status.DONE:
@@ -205,7 +258,9 @@ def assert_database_consistent() -> None:
     for task in Task.objects.select_related("ticket"):
         assert task.workflow_id == task.ticket.workflow_id
         if task.status in (Task.Status.CLAIMED, Task.Status.RUNNING):
-            assert task.claimed_by_id and task.lease_expires_at, f"{task.public_id} is {task.status} without a holder/lease"
+            assert task.claimed_by_id and task.lease_expires_at, (
+                f"{task.public_id} is {task.status} without a holder/lease"
+            )
         for dependency in task.depends_on.all():
             assert dependency.workflow_id == task.workflow_id
     for discovery in Discovery.objects.select_related("source_task", "spawned_task"):
@@ -253,17 +308,30 @@ def test_every_tool_survives_fuzzed_arguments(world, asgi_server):
     assert foreign_snapshot(world["foreign_workflow_id"]) == before_foreign
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MCP door bug (report to lead): a NUL character in a string argument reaches PostgreSQL and the tool "
-    "answers 'Internal error'. Fix: in omoi_site.mcp_endpoint.run_tool, refuse arguments containing \\x00 "
-    "with a tool error (as the REST door's StrictJSONParser does); then drop this xfail."
-))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "MCP door bug (report to lead): a NUL character in a string argument reaches PostgreSQL and the tool "
+        "answers 'Internal error'. Fix: in omoi_site.mcp_endpoint.run_tool, refuse arguments containing \\x00 "
+        "with a tool error (as the REST door's StrictJSONParser does); then drop this xfail."
+    ),
+)
 def test_nul_character_in_an_argument_is_a_clear_tool_error(world, asgi_server):
     calls = [
-        ("add_ticket_comment", {"ticket_id": world["ids"]["TKT"][0], "agent_id": "alice", "comment_text": "nul \x00 byte"}),
+        (
+            "add_ticket_comment",
+            {"ticket_id": world["ids"]["TKT"][0], "agent_id": "alice", "comment_text": "nul \x00 byte"},
+        ),
         ("get_ticket", {"ticket_id": world["ids"]["TKT"][0], "idempotency_key": "x"}),
-        ("create_ticket", {"workflow_id": "test-flow", "agent_id": "alice", "title": "Nul\x00title",
-                           "description": "A description long enough."}),
+        (
+            "create_ticket",
+            {
+                "workflow_id": "test-flow",
+                "agent_id": "alice",
+                "title": "Nul\x00title",
+                "description": "A description long enough.",
+            },
+        ),
     ]
     outcomes = asyncio.run(call_all(f"{asgi_server.url}/mcp/", world["token"], calls))
     for name, _arguments, is_error, text in outcomes:

@@ -62,23 +62,50 @@ def world(db, in_process_db, workflow, other_workflow, make_agent):
     alice, token = make_agent("alice", workflow)
     bob, _ = make_agent("bob", workflow)
     make_agent("stranger", other_workflow)
-    blocker = tickets.ticket_create(actor=alice, workflow=workflow, title="Pool too small", description="The pool runs dry.")
-    ticket = tickets.ticket_create(actor=alice, workflow=workflow, title="Login timeout", description="Login takes 30 seconds.",
-                                   blocked_by_ticket_ids=[blocker.public_id])
-    task, _ = tasks.task_create(actor=alice, ticket_id=blocker.public_id, phase_id="PHASE_IMPLEMENTATION",
-                                description="Investigate the pool size.")
+    blocker = tickets.ticket_create(
+        actor=alice, workflow=workflow, title="Pool too small", description="The pool runs dry."
+    )
+    ticket = tickets.ticket_create(
+        actor=alice,
+        workflow=workflow,
+        title="Login timeout",
+        description="Login takes 30 seconds.",
+        blocked_by_ticket_ids=[blocker.public_id],
+    )
+    task, _ = tasks.task_create(
+        actor=alice,
+        ticket_id=blocker.public_id,
+        phase_id="PHASE_IMPLEMENTATION",
+        description="Investigate the pool size.",
+    )
     tasks.task_claim_next(agent=alice, workflow=workflow)
-    handoff = collaboration.handoff_request(from_agent=alice, to_agent_id="bob", task_id=task.public_id,
-                                            reason="Bob knows the database best.")
+    handoff = collaboration.handoff_request(
+        from_agent=alice, to_agent_id="bob", task_id=task.public_id, reason="Bob knows the database best."
+    )
     collaboration.message_send(sender=bob, recipient_agent_id="alice", message="hello")
     return {
         "token": token,
-        "path": {"ticket_id": [ticket.public_id, blocker.public_id], "blocker_id": [blocker.public_id],
-                 "task_id": [task.public_id], "handoff_id": [handoff.public_id], "agent_id": ["alice", "bob"],
-                 "run_id": ["RUN-1"]},
-        "values": {"workflow": "test-flow", "workflow_id": "test-flow", "ticket_id": ticket.public_id, "ticket": ticket.public_id,
-                   "task_id": task.public_id, "blocked_by_ticket_id": blocker.public_id, "recipient_agent_id": "bob",
-                   "to_agent_id": "bob", "agent_id": "alice", "sender_agent_id": "alice", "from_agent_id": "alice"},
+        "path": {
+            "ticket_id": [ticket.public_id, blocker.public_id],
+            "blocker_id": [blocker.public_id],
+            "task_id": [task.public_id],
+            "handoff_id": [handoff.public_id],
+            "agent_id": ["alice", "bob"],
+            "run_id": ["RUN-1"],
+        },
+        "values": {
+            "workflow": "test-flow",
+            "workflow_id": "test-flow",
+            "ticket_id": ticket.public_id,
+            "ticket": ticket.public_id,
+            "task_id": task.public_id,
+            "blocked_by_ticket_id": blocker.public_id,
+            "recipient_agent_id": "bob",
+            "to_agent_id": "bob",
+            "agent_id": "alice",
+            "sender_agent_id": "alice",
+            "from_agent_id": "alice",
+        },
     }
 
 
@@ -108,8 +135,13 @@ def test_operation_conforms_to_schema(operation, world):
     headers = {"Authorization": f"Bearer {world['token']}"}
 
     @given(case=_strategy(operation), real=st.booleans(), data=st.data())
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case, real, data):
         if real:
             _use_real_ids(case, world, lambda options: data.draw(st.sampled_from(options)))
@@ -121,6 +153,11 @@ def test_operation_conforms_to_schema(operation, world):
 def test_schema_covers_the_api():
     labels = {operation.label for operation in OPERATIONS}
     assert len(labels) >= 38
-    for label in ("POST /api/tickets/{ticket_id}/status", "PATCH /api/tickets/{ticket_id}", "POST /api/tasks/claim-next",
-                  "POST /api/handoffs/{handoff_id}/accept", "GET /api/sandbox-runs/{run_id}"):
+    for label in (
+        "POST /api/tickets/{ticket_id}/status",
+        "PATCH /api/tickets/{ticket_id}",
+        "POST /api/tasks/claim-next",
+        "POST /api/handoffs/{handoff_id}/accept",
+        "GET /api/sandbox-runs/{run_id}",
+    ):
         assert label in labels

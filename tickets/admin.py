@@ -129,6 +129,16 @@ class ServiceAdmin(admin.ModelAdmin):
 COMMENT_HELP = "Recorded in the history (at least 10 characters)."
 
 
+class LaunchWorkerForm(forms.Form):
+    template = forms.ChoiceField(choices=[], help_text="The agent template: system prompt, tools and limits.")
+
+    def __init__(self, *args, **kwargs):
+        from agents.agent_templates import TEMPLATES
+
+        super().__init__(*args, **kwargs)
+        self.fields["template"].choices = [(name, name) for name in TEMPLATES]
+
+
 class TicketAdminForm(forms.ModelForm):
     expected_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
 
@@ -306,7 +316,7 @@ class TicketAdmin(ServiceAdmin):
     autocomplete_fields = []
     raw_id_fields = ["parent"]
     list_per_page = 50
-    actions = ["change_status", "assign", "resolve", "mark_duplicate", "add_blocker"]
+    actions = ["change_status", "assign", "resolve", "mark_duplicate", "add_blocker", "launch_worker"]
     inlines = [TicketCommentInline, TicketEventInline, PhaseTransitionInline, CommitLinkInline]
     state_fields = ["status", "phase", "is_blocked", "dependencies", "resolution", "resolved_at", "duplicate_of", "version"]
 
@@ -468,6 +478,16 @@ class TicketAdmin(ServiceAdmin):
             run=lambda ids, data: admin_services.tickets_mark_duplicate(
                 actor=request.user, ticket_ids=ids, duplicate_of_ticket_id=data["duplicate_of"], comment=data.get("comment") or ""),
             done=lambda n, data: f"Marked {n} ticket(s) as duplicates of {data['duplicate_of']} and resolved them.",
+        )
+
+    @admin.action(description="Launch a sandboxed worker on selected tickets…")
+    def launch_worker(self, request, queryset):
+        from agents.launcher import launch_workers_for_tickets
+
+        return self.bulk_form_action(
+            request, queryset, form_class=LaunchWorkerForm, title="Launch a worker on each of these tickets",
+            run=lambda ids, data: launch_workers_for_tickets(actor=request.user, ticket_ids=ids, template=data["template"]),
+            done=lambda n, data: f"Launched {n} {data['template']} worker(s); follow them under Agents › Sandbox runs.",
         )
 
     @admin.action(description="Add a blocker to selected tickets…")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from omoi_site.api_support import (
@@ -223,17 +223,25 @@ class TicketCreateRequest(StrictSerializer):
     description = serializers.CharField(min_length=10, max_length=20000)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, default="task")
     priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, default="medium")
-    initial_status = serializers.ChoiceField(choices=[s for s in STATUS_CHOICES if s[0] != "done"], required=False, allow_null=True)
+    initial_status = serializers.ChoiceField(
+        choices=[s for s in STATUS_CHOICES if s[0] != "done"], required=False, allow_null=True
+    )
     assigned_agent_id = serializers.CharField(max_length=100, required=False, allow_null=True)
     parent_ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
-    blocked_by_ticket_ids = serializers.ListField(child=serializers.CharField(max_length=30), max_length=50, required=False)
+    blocked_by_ticket_ids = serializers.ListField(
+        child=serializers.CharField(max_length=30), max_length=50, required=False
+    )
     tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False)
 
 
 class TicketUpdateRequest(StrictSerializer):
     agent_id = serializers.CharField(max_length=100, required=False, help_text=AGENT_ID_HELP)
-    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
-                                       help_text="the version you read (alternative to the If-Match header)")
+    version = serializers.IntegerField(
+        min_value=1,
+        max_value=2**31 - 1,
+        required=False,
+        help_text="the version you read (alternative to the If-Match header)",
+    )
     update_comment = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     title = serializers.CharField(min_length=3, max_length=500, required=False)
     description = serializers.CharField(min_length=10, max_length=20000, required=False)
@@ -308,26 +316,40 @@ def _similar(workflow, title: str, description: str) -> list[dict]:
 
 
 class TicketCollectionView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_list", parameters=[TicketListQuery],
-                   responses=paginated("TicketPage", TicketSummarySerializer),
-                   summary="List a workflow's tickets (filtered, sorted, cursor-paginated)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_list",
+        parameters=[TicketListQuery],
+        responses=paginated("TicketPage", TicketSummarySerializer),
+        summary="List a workflow's tickets (filtered, sorted, cursor-paginated)",
+    )
     def get(self, request):
         query = validated_query(TicketListQuery, request)
         workflow = selectors.workflow_get(slug=query["workflow"], actor=request.user)
 
         def fetch(offset: int, limit: int):
             return selectors.ticket_list(
-                workflow=workflow, status=query.get("status"), ticket_type=query.get("ticket_type"),
-                priority=query.get("priority"), assigned_agent_id=query.get("assigned_agent"),
-                include_completed=query["include_completed"], limit=limit, offset=offset,
-                sort_by=query["sort_by"], sort_order=query["sort_order"],
+                workflow=workflow,
+                status=query.get("status"),
+                ticket_type=query.get("ticket_type"),
+                priority=query.get("priority"),
+                assigned_agent_id=query.get("assigned_agent"),
+                include_completed=query["include_completed"],
+                limit=limit,
+                offset=offset,
+                sort_by=query["sort_by"],
+                sort_order=query["sort_order"],
             )
 
         return paginate_selector(request, fetch, payloads.ticket_summary)
 
-    @extend_schema(tags=TAG, operation_id="tickets_create", request=TicketCreateRequest,
-                   responses={201: TicketCreatedSerializer},
-                   summary="Create a ticket; returns it with similar_tickets (possible duplicates)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_create",
+        request=TicketCreateRequest,
+        responses={201: TicketCreatedSerializer},
+        summary="Create a ticket; returns it with similar_tickets (possible duplicates)",
+    )
     def post(self, request):
         data = validated(TicketCreateRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
@@ -338,48 +360,84 @@ class TicketCollectionView(ApiView):
 
 
 class TicketSearchView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_search", parameters=[TicketSearchQuery],
-                   responses=SearchResponseSerializer,
-                   summary="Search tickets by meaning (semantic), exact words (keyword) or both (hybrid)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_search",
+        parameters=[TicketSearchQuery],
+        responses=SearchResponseSerializer,
+        summary="Search tickets by meaning (semantic), exact words (keyword) or both (hybrid)",
+    )
     def get(self, request):
         query = validated_query(TicketSearchQuery, request)
         workflow = selectors.workflow_get(slug=query["workflow"], actor=request.user)
-        filters = {key: query[key] for key in ("status", "priority", "ticket_type", "include_completed") if key in query}
+        filters = {
+            key: query[key] for key in ("status", "priority", "ticket_type", "include_completed") if key in query
+        }
         if "assigned_agent" in query:
             filters["assigned_agent_id"] = query["assigned_agent"]
         from tickets.search import ticket_search
 
         results = ticket_search(
-            workflow_ids=[workflow.id], query=query["q"], search_type=query["search_type"], filters=filters,
-            limit=query["limit"], include_comments=query["include_comments"],
+            workflow_ids=[workflow.id],
+            query=query["q"],
+            search_type=query["search_type"],
+            filters=filters,
+            limit=query["limit"],
+            include_comments=query["include_comments"],
         )
         return Response({"results": results, "search_type": query["search_type"]})
 
 
 class ReadyTicketsView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_ready", parameters=[ReadyQuery], responses=ReadyTicketsSerializer,
-                   summary="Open tickets with no open blocker, and the blocked ones with what they wait for")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_ready",
+        parameters=[ReadyQuery],
+        responses=ReadyTicketsSerializer,
+        summary="Open tickets with no open blocker, and the blocked ones with what they wait for",
+    )
     def get(self, request):
         query = validated_query(ReadyQuery, request)
         workflow = selectors.workflow_get(slug=query["workflow"], actor=request.user)
         split = selectors.ready_tickets(workflow=workflow, limit=query["limit"])
-        return Response({
-            "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-            "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]} for t, ids in split["not_ready"]],
-        })
+        return Response(
+            {
+                "ready": [payloads.ticket_summary(t) for t in split["ready"]],
+                "not_ready": [
+                    {**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]}
+                    for t, ids in split["not_ready"]
+                ],
+            }
+        )
 
 
 class TicketDetailView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_retrieve", parameters=[TICKET_ID_PARAM], responses=TicketDetailSerializer,
-                   summary="One ticket with blockers, recent comments and commits; ETag = its version")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_retrieve",
+        parameters=[TICKET_ID_PARAM],
+        responses=TicketDetailSerializer,
+        summary="One ticket with blockers, recent comments and commits; ETag = its version",
+    )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
         return _with_etag(_detail(ticket), ticket.version)
 
     @extend_schema(
-        tags=TAG, operation_id="tickets_partial_update", request=TicketUpdateRequest, responses=TicketDetailSerializer,
-        parameters=[TICKET_ID_PARAM, OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
-                                                      description='the ETag you read, e.g. "3"; 409 if the ticket changed since')],
+        tags=TAG,
+        operation_id="tickets_partial_update",
+        request=TicketUpdateRequest,
+        responses=TicketDetailSerializer,
+        parameters=[
+            TICKET_ID_PARAM,
+            OpenApiParameter(
+                "If-Match",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=False,
+                description='the ETag you read, e.g. "3"; 409 if the ticket changed since',
+            ),
+        ],
         summary="Edit ticket fields (not status); optimistic concurrency via If-Match or version",
     )
     def patch(self, request, ticket_id):
@@ -392,7 +450,10 @@ class TicketDetailView(ApiView):
         expected = header_version if header_version is not None else body_version
         updates = {key: data[key] for key in EDITABLE if key in data}
         ticket, _changed = services.ticket_update(
-            actor=request.user, ticket_id=ticket_id, updates=updates, update_comment=data.get("update_comment", ""),
+            actor=request.user,
+            ticket_id=ticket_id,
+            updates=updates,
+            update_comment=data.get("update_comment", ""),
             expected_version=expected,
         )
         ticket = selectors.ticket_get(ticket_id=ticket.id, actor=request.user)
@@ -400,102 +461,199 @@ class TicketDetailView(ApiView):
 
 
 class TicketStatusView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_change_status", parameters=[TICKET_ID_PARAM], request=StatusChangeRequest,
-                   responses=TicketTransitionResultSerializer,
-                   summary="Move a ticket along backlog→analyzing→building→building-done→testing→done")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_change_status",
+        parameters=[TICKET_ID_PARAM],
+        request=StatusChangeRequest,
+        responses=TicketTransitionResultSerializer,
+        summary="Move a ticket along backlog→analyzing→building→building-done→testing→done",
+    )
     def post(self, request, ticket_id):
         data = validated(StatusChangeRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_change_status(actor=request.user, ticket_id=ticket_id, new_status=data["new_status"],
-                                               comment=data["comment"], commit_sha=data.get("commit_sha"))
-        result = {"ticket": payloads.ticket_summary(ticket), "phase": ticket.phase, "allowed_next_statuses": ticket.allowed_next_statuses()}
+        ticket = services.ticket_change_status(
+            actor=request.user,
+            ticket_id=ticket_id,
+            new_status=data["new_status"],
+            comment=data["comment"],
+            commit_sha=data.get("commit_sha"),
+        )
+        result = {
+            "ticket": payloads.ticket_summary(ticket),
+            "phase": ticket.phase,
+            "allowed_next_statuses": ticket.allowed_next_statuses(),
+        }
         if getattr(ticket, "unblocked_ticket_ids", None):
             result["unblocked"] = ticket.unblocked_ticket_ids
         return Response(result, headers={"ETag": etag(ticket.version)})
 
 
 class TicketResolveView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_resolve", parameters=[TICKET_ID_PARAM], request=ResolveRequest,
-                   responses=TicketTransitionResultSerializer,
-                   summary="Close a ticket as done from any open status; unblocks the tickets it blocked")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_resolve",
+        parameters=[TICKET_ID_PARAM],
+        request=ResolveRequest,
+        responses=TicketTransitionResultSerializer,
+        summary="Close a ticket as done from any open status; unblocks the tickets it blocked",
+    )
     def post(self, request, ticket_id):
         data = validated(ResolveRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_resolve(actor=request.user, ticket_id=ticket_id, resolution_comment=data["resolution_comment"],
-                                         commit_sha=data.get("commit_sha"))
-        return Response({"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids},
-                        headers={"ETag": etag(ticket.version)})
+        ticket = services.ticket_resolve(
+            actor=request.user,
+            ticket_id=ticket_id,
+            resolution_comment=data["resolution_comment"],
+            commit_sha=data.get("commit_sha"),
+        )
+        return Response(
+            {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids},
+            headers={"ETag": etag(ticket.version)},
+        )
 
 
 class TicketCommentsView(ApiView):
     cursor_ordering = ("created_at", "id")
 
-    @extend_schema(tags=TAG, operation_id="tickets_comments_list", parameters=[TICKET_ID_PARAM, CursorQuery],
-                   responses=paginated("CommentPage", CommentSerializer), summary="A ticket's comments, oldest first")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_comments_list",
+        parameters=[TICKET_ID_PARAM, CursorQuery],
+        responses=paginated("CommentPage", CommentSerializer),
+        summary="A ticket's comments, oldest first",
+    )
     def get(self, request, ticket_id):
         validated_query(CursorQuery, request)
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
         return paginate_queryset(self, request, selectors.ticket_comments(ticket=ticket), payloads.comment_payload)
 
-    @extend_schema(tags=TAG, operation_id="tickets_comments_create", parameters=[TICKET_ID_PARAM], request=CommentCreateRequest,
-                   responses={201: CommentSerializer}, summary="Comment on a ticket; mentioned agents are notified")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_comments_create",
+        parameters=[TICKET_ID_PARAM],
+        request=CommentCreateRequest,
+        responses={201: CommentSerializer},
+        summary="Comment on a ticket; mentioned agents are notified",
+    )
     def post(self, request, ticket_id):
         data = validated(CommentCreateRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        comment = services.comment_add(actor=request.user, ticket_id=ticket_id, comment_text=data["comment_text"],
-                                       comment_type=data["comment_type"], mentions=data.get("mentions"),
-                                       attachments=data.get("attachments"))
+        comment = services.comment_add(
+            actor=request.user,
+            ticket_id=ticket_id,
+            comment_text=data["comment_text"],
+            comment_type=data["comment_type"],
+            mentions=data.get("mentions"),
+            attachments=data.get("attachments"),
+        )
         return Response(payloads.comment_payload(comment), status=201)
 
 
 class TicketDependenciesView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_dependencies_add", parameters=[TICKET_ID_PARAM], request=DependencyRequest,
-                   responses={201: TicketBlockersResultSerializer},
-                   summary="Mark the ticket as blocked by another (cycles are refused with the cycle path)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_dependencies_add",
+        parameters=[TICKET_ID_PARAM],
+        request=DependencyRequest,
+        responses={201: TicketBlockersResultSerializer},
+        summary="Mark the ticket as blocked by another (cycles are refused with the cycle path)",
+    )
     def post(self, request, ticket_id):
         data = validated(DependencyRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.dependency_add(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=data["blocked_by_ticket_id"])
-        return Response({"ticket": payloads.ticket_summary(ticket),
-                         "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}, status=201)
+        ticket = services.dependency_add(
+            actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=data["blocked_by_ticket_id"]
+        )
+        return Response(
+            {
+                "ticket": payloads.ticket_summary(ticket),
+                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
+            },
+            status=201,
+        )
 
 
 class TicketDependencyDetailView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_dependencies_remove",
-                   parameters=[TICKET_ID_PARAM, OpenApiParameter("blocker_id", OpenApiTypes.STR, OpenApiParameter.PATH,
-                                                                 description="the blocking ticket, e.g. TKT-3")],
-                   request=None, responses={200: TicketBlockersResultSerializer}, summary="Remove a blocker from a ticket")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_dependencies_remove",
+        parameters=[
+            TICKET_ID_PARAM,
+            OpenApiParameter(
+                "blocker_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="the blocking ticket, e.g. TKT-3"
+            ),
+        ],
+        request=None,
+        responses={200: TicketBlockersResultSerializer},
+        summary="Remove a blocker from a ticket",
+    )
     def delete(self, request, ticket_id, blocker_id):
         ticket = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
-        return Response({"ticket": payloads.ticket_summary(ticket),
-                         "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]})
+        return Response(
+            {
+                "ticket": payloads.ticket_summary(ticket),
+                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
+            }
+        )
 
 
 class TicketCommitsView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_commits_link", parameters=[TICKET_ID_PARAM], request=CommitLinkRequest,
-                   responses={200: CommitLinkedSerializer, 201: CommitLinkedSerializer}, summary="Link a git commit to a ticket (idempotent)")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_commits_link",
+        parameters=[TICKET_ID_PARAM],
+        request=CommitLinkRequest,
+        responses={200: CommitLinkedSerializer, 201: CommitLinkedSerializer},
+        summary="Link a git commit to a ticket (idempotent)",
+    )
     def post(self, request, ticket_id):
         data = validated(CommitLinkRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        link, created = services.commit_link(actor=request.user, ticket_id=ticket_id, commit_sha=data["commit_sha"],
-                                             commit_message=data.get("commit_message", ""))
-        return Response({"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created},
-                        status=201 if created else 200)
+        link, created = services.commit_link(
+            actor=request.user,
+            ticket_id=ticket_id,
+            commit_sha=data["commit_sha"],
+            commit_message=data.get("commit_message", ""),
+        )
+        return Response(
+            {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created},
+            status=201 if created else 200,
+        )
 
 
 class TicketHistoryView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_history", parameters=[TICKET_ID_PARAM], responses=HistorySerializer,
-                   summary="A ticket's full audit trail: who changed which field when")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_history",
+        parameters=[TICKET_ID_PARAM],
+        responses=HistorySerializer,
+        summary="A ticket's full audit trail: who changed which field when",
+    )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response({"ticket_id": ticket.public_id,
-                         "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)]})
+        return Response(
+            {
+                "ticket_id": ticket.public_id,
+                "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)],
+            }
+        )
 
 
 class TicketPhaseHistoryView(ApiView):
-    @extend_schema(tags=TAG, operation_id="tickets_phase_history", parameters=[TICKET_ID_PARAM], responses=PhaseHistorySerializer,
-                   summary="A ticket's phase transitions with who and why")
+    @extend_schema(
+        tags=TAG,
+        operation_id="tickets_phase_history",
+        parameters=[TICKET_ID_PARAM],
+        responses=PhaseHistorySerializer,
+        summary="A ticket's phase transitions with who and why",
+    )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response({"ticket_id": ticket.public_id, "phase": ticket.phase,
-                         "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)]})
+        return Response(
+            {
+                "ticket_id": ticket.public_id,
+                "phase": ticket.phase,
+                "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)],
+            }
+        )

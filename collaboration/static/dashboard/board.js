@@ -56,7 +56,8 @@
     if (empty) empty.remove();
     var at = new Date(m.at);
     var item = el("li", { "class": "new", "data-event": m.event });
-    item.appendChild(el("time", { datetime: m.at }, at.toLocaleTimeString()));
+    // the server renders times in UTC (TIME_ZONE); live items match them
+    item.appendChild(el("time", { datetime: m.at, title: at.toLocaleString() }, isNaN(at) ? "" : at.toISOString().substr(11, 8)));
     item.appendChild(el("span", { "class": "ev" }, m.event));
     item.appendChild(document.createTextNode(describe(m)));
     feed.insertBefore(item, feed.firstChild);
