@@ -359,3 +359,25 @@ def test_starting_a_task_directly_claims_it_but_respects_dependencies(clients):
     assert claimed["claimed_by"] == "alice" and claimed["status"] == "claimed"
     assert "you do not hold" in bob.error("update_task_status", task_id=first["task_id"], status="completed")
     assert Task.objects.get(pk=_pk(first["task_id"])).status == "claimed"
+
+
+def test_search_through_mcp_finds_paraphrases_error_strings_and_duplicates(clients):
+    alice = clients["alice"]
+    login = _ticket(alice, title="Fix login timeout bug",
+                    description="Users get logged out after five minutes of inactivity; the session cookie lapses.")
+    _ticket(alice, title="Dark mode for the dashboard", description="Add a dark colour scheme to every dashboard page.")
+    crash = _ticket(alice, title="Exporter crashes on empty reports",
+                    description="Export fails with KeyError: 'rows' in report_exporter.py line 88 when a report is empty.")
+    semantic = alice.call("search_tickets", workflow_id="test-flow", agent_id="alice", query="sessions expire too early",
+                          search_type="semantic", limit=3)["results"]
+    assert semantic[0]["ticket_id"] == login["ticket_id"] and "semantic" in semantic[0]["matched"]
+    keyword = alice.call("search_tickets", workflow_id="test-flow", agent_id="alice", query="KeyError: 'rows'",
+                         search_type="keyword")["results"]
+    assert keyword[0]["ticket_id"] == crash["ticket_id"]
+    hybrid = alice.call("search_tickets", workflow_id="test-flow", agent_id="alice", query="people are signed out too soon")["results"]
+    assert hybrid[0]["ticket_id"] == login["ticket_id"]
+    duplicate = alice.call("create_ticket", workflow_id="test-flow", agent_id="alice", title="Login session times out too fast",
+                           description="After a few minutes idle users are logged out and must sign in again.")
+    assert duplicate["similar_tickets"][0]["ticket_id"] == login["ticket_id"]
+    assert "search_type" in alice.error("search_tickets", workflow_id="test-flow", agent_id="alice", query="login", search_type="fuzzy")
+    assert "filters" in alice.error("search_tickets", workflow_id="test-flow", agent_id="alice", query="login", filters={"colour": "red"})

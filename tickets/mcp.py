@@ -17,11 +17,14 @@ Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
 
 
 def _similar(workflow, title: str, description: str) -> list[dict]:
+    """Possible duplicates; an unavailable embedding provider must not stop an agent from filing a ticket."""
+    from tickets.embeddings import EmbeddingError
+    from tickets.search import similar_tickets
+
     try:
-        from tickets.search import similar_tickets
-    except ImportError:
+        return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
+    except EmbeddingError:
         return []
-    return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
 
 
 @mcp_tool()
