@@ -9,8 +9,17 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from agents import selectors
+from agents.agent_templates import TEMPLATES
 from agents.models import SandboxRun
-from omoi_site.api_support import ApiView, CursorQuery, paginate_queryset, paginated, validated_query
+from omoi_site.api_support import (
+    ApiView,
+    CursorQuery,
+    StrictSerializer,
+    paginate_queryset,
+    paginated,
+    validated,
+    validated_query,
+)
 from omoi_site.domain import NotFound, is_agent
 from tickets.selectors import can_access_workflow, workflow_get
 
@@ -193,6 +202,28 @@ class AgentTrajectoryView(ApiView):
         return Response({"agent_id": agent.agent_id, "status": agent.status, "steps": steps})
 
 
+class LaunchWorkerBody(StrictSerializer):
+    template = serializers.ChoiceField(choices=[(name, name) for name in TEMPLATES])
+    task_id = serializers.CharField(required=False, max_length=30, help_text="a pending task, e.g. TSK-7")
+    ticket_id = serializers.CharField(required=False, max_length=30, help_text="or a ticket: its next pending task (created if none)")
+
+
+def _launch(request, body: dict):
+    from agents.launcher import launch_worker
+    from omoi_site.domain import DomainError, PermissionDenied
+    from tasks.selectors import task_get
+    from tickets.selectors import ticket_get
+
+    caller = request.user
+    if is_agent(caller) and caller.agent_type != "coordinator":
+        raise PermissionDenied(f"only coordinator agents and staff may launch workers; {caller.agent_id} is a {caller.agent_type}.")
+    if not body.get("task_id") and not body.get("ticket_id"):
+        raise DomainError("give task_id or ticket_id.")
+    task = task_get(task_id=body["task_id"], actor=caller) if body.get("task_id") else None
+    ticket = ticket_get(ticket_id=body["ticket_id"], actor=caller) if body.get("ticket_id") else None
+    return launch_worker(actor=caller, template=body["template"], task=task, ticket=ticket)
+
+
 class SandboxRunCollectionView(ApiView):
     cursor_ordering = ("-created_at", "-id")
 
@@ -210,6 +241,17 @@ class SandboxRunCollectionView(ApiView):
         if query.get("status"):
             runs = runs.filter(status=query["status"])
         return paginate_queryset(self, request, runs, sandbox_run_payload)
+
+    @extend_schema(
+        tags=["sandbox-runs"],
+        operation_id="sandbox_runs_launch",
+        request=LaunchWorkerBody,
+        responses={201: SandboxRunSerializer},
+        summary="Launch a sandboxed worker on a task or ticket (coordinators and staff)",
+    )
+    def post(self, request):
+        run = _launch(request, validated(LaunchWorkerBody, request.data))
+        return Response(sandbox_run_payload(run), status=201)
 
 
 class SandboxRunDetailView(ApiView):

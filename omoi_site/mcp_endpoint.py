@@ -192,6 +192,23 @@ def _json_dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _find_nul(value: Any, path: str) -> str | None:
+    """PostgreSQL text cannot hold NUL characters; find one anywhere in the arguments (keys included)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_nul(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def _check_argument_sizes(arguments: dict) -> str | None:
     for key, value in arguments.items():
         if isinstance(value, (dict, list)) and len(_json_dumps(value)) > MAX_JSON_ARGUMENT_BYTES:
@@ -206,6 +223,9 @@ def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, s
     oversize = _check_argument_sizes(arguments)
     if oversize:
         return True, oversize
+    nul_at = _find_nul(arguments, "")
+    if nul_at:
+        return True, f"Argument '{nul_at}' contains a NUL character (\\x00), which cannot be stored; remove it."
     try:
         validated = tool.arguments_model.model_validate(arguments)
     except ValidationError as error:

@@ -179,3 +179,24 @@ def test_admin_actions_launch_workers_through_the_launcher(client, django_user_m
     other, _ = task_create(actor=staff, ticket_id=ticket.id, phase_id="PHASE_TESTING", description="Write a regression test")
     client.post("/admin/tasks/task/", {"action": "launch_implementer", "_selected_action": [other.pk]}, follow=True)
     assert SandboxRun.objects.filter(task=other, template="implementer").exists()
+
+
+def test_rest_launch_is_for_coordinators_and_staff(coordinator_and_ticket, make_agent, workflow, asgi_server):
+    import httpx
+
+    from agents.services import agent_token_issue
+
+    coordinator, ticket, task = coordinator_and_ticket
+    coordinator_token = agent_token_issue(agent=coordinator)
+    _, worker_token = make_agent("plain-worker", workflow)
+    url = f"{asgi_server.url}/api/sandbox-runs"
+    refused = httpx.post(url, json={"template": "implementer", "task_id": task.public_id},
+                         headers={"Authorization": f"Bearer {worker_token}"})
+    assert refused.status_code == 403 and "coordinator" in refused.json()["error"]["message"]
+    bad = httpx.post(url, json={"template": "wizard", "task_id": task.public_id}, headers={"Authorization": f"Bearer {coordinator_token}"})
+    assert bad.status_code == 400
+    assert SandboxRun.objects.count() == 0
+    created = httpx.post(url, json={"template": "implementer", "task_id": task.public_id},
+                         headers={"Authorization": f"Bearer {coordinator_token}"})
+    assert created.status_code == 201, created.text
+    assert created.json()["task_id"] == task.public_id and SandboxRun.objects.get().template == "implementer"

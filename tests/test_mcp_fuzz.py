@@ -308,14 +308,6 @@ def test_every_tool_survives_fuzzed_arguments(world, asgi_server):
     assert foreign_snapshot(world["foreign_workflow_id"]) == before_foreign
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "MCP door bug (report to lead): a NUL character in a string argument reaches PostgreSQL and the tool "
-        "answers 'Internal error'. Fix: in omoi_site.mcp_endpoint.run_tool, refuse arguments containing \\x00 "
-        "with a tool error (as the REST door's StrictJSONParser does); then drop this xfail."
-    ),
-)
 def test_nul_character_in_an_argument_is_a_clear_tool_error(world, asgi_server):
     calls = [
         (
@@ -336,4 +328,5 @@ def test_nul_character_in_an_argument_is_a_clear_tool_error(world, asgi_server):
     outcomes = asyncio.run(call_all(f"{asgi_server.url}/mcp/", world["token"], calls))
     for name, _arguments, is_error, text in outcomes:
         assert is_error and text.strip() and "Internal error" not in text, (name, text)
+    assert any("NUL character" in text for _name, _arguments, _is_error, text in outcomes)
     assert_database_consistent()
