@@ -83,6 +83,9 @@ class Handoff(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
     response_note = models.TextField(blank=True)
     request_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The task's fencing token when the hand-off was requested: accepting is only valid while the requester
+    # still holds the task under that same token (not after its lease expired and someone else claimed it).
+    fencing_token = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     responded_at = models.DateTimeField(null=True, blank=True)

@@ -136,7 +136,7 @@ def handoff_request(*, from_agent: Agent, to_agent_id: str, task_id, reason: str
         with transaction.atomic():
             handoff = Handoff.objects.create(
                 workflow=task.workflow, from_agent=from_agent, to_agent=to_agent, task=task, reason=reason,
-                context=context or {}, expires_at=timezone.now() + HANDOFF_TTL,
+                context=context or {}, expires_at=timezone.now() + HANDOFF_TTL, fencing_token=task.fencing_token,
             )
     except IntegrityError:
         open_handoff = Handoff.objects.filter(task=task, status=Handoff.Status.REQUESTED).first()
@@ -164,6 +164,9 @@ def _lock_handoff_and_task(agent: Agent, handoff_id) -> tuple[Handoff, Task]:
     handoff.task = task
     if handoff.to_agent_id != agent.agent_id:
         raise PermissionDenied(f"hand-off {handoff.public_id} is addressed to {handoff.to_agent_id}, not you.")
+    if handoff.status == Handoff.Status.EXPIRED:
+        raise Conflict(f"hand-off {handoff.public_id} lapsed ({handoff.response_note or 'nobody answered in time'}); "
+                       "nothing to answer.")
     if handoff.status != Handoff.Status.REQUESTED:
         raise Conflict(f"hand-off {handoff.public_id} is already '{handoff.status}'; nothing to answer.")
     return handoff, task
@@ -173,11 +176,18 @@ def _lock_handoff_and_task(agent: Agent, handoff_id) -> tuple[Handoff, Task]:
 def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
     """Accept a hand-off: the task's assignment and lease move to the caller atomically."""
     handoff, task = _lock_handoff_and_task(agent, handoff_id)
-    if task.status in (Task.Status.COMPLETED, Task.Status.CANCELLED):
-        handoff.status = Handoff.Status.EXPIRED
-        handoff.responded_at = timezone.now()
-        handoff.save(update_fields=["status", "responded_at"])
-        raise Conflict(f"{task.public_id} is already '{task.status}'; the hand-off {handoff.public_id} lapsed.")
+    still_held = task.fencing_token == handoff.fencing_token and (
+        (task.status in Task.ACTIVE_STATUSES and task.claimed_by_id == handoff.from_agent_id)
+        or (task.status == Task.Status.PENDING and task.assigned_agent_id == handoff.from_agent_id)
+    )
+    if not still_held:
+        # Normally already marked expired by whatever took the task away (lease reaped, released, finished);
+        # this refusal covers the rest. Raising rolls back, so nothing is half-applied.
+        raise Conflict(
+            f"hand-off {handoff.public_id} lapsed: {handoff.from_agent_id} no longer holds {task.public_id} "
+            f"(now '{task.status}'{', held by ' + task.claimed_by_id if task.status in Task.ACTIVE_STATUSES else ''}). "
+            "Claim other work with claim_next_task."
+        )
     from tasks.services import lease_seconds
 
     now = timezone.now()
@@ -221,6 +231,15 @@ def handoff_decline(*, agent: Agent, handoff_id, reason: str = "") -> Handoff:
     publish_on_commit("handoff.declined", workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
                       payload=payloads.handoff_payload(handoff), agents=[agent.agent_id, handoff.from_agent_id])
     return handoff
+
+
+def handoffs_expire_for_task(*, task_id: int, reason: str) -> int:
+    """Expire the open hand-off of a task whose holder lost or gave up the task (called by task services
+    inside their transaction: lease reaped, released, finished, returned to the queue)."""
+    now = timezone.now()
+    return Handoff.objects.filter(task_id=task_id, status=Handoff.Status.REQUESTED).update(
+        status=Handoff.Status.EXPIRED, responded_at=now, response_note=reason[:2000]
+    )
 
 
 def handoffs_expire_stale(*, now=None) -> int:

@@ -100,7 +100,16 @@ else:
 
     DATABASE_URL = embedded_database_url(BASE_DIR)
     DATABASE_KIND = "embedded"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")))}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# A psycopg connection pool per process: a fresh PostgreSQL connection per request costs more CPU than most
+# of our queries. (Persistent per-thread connections — CONN_MAX_AGE — leak under ASGI, which hops threads.)
+DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "20"))
+if DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": 30,
+    }
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_omoios")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

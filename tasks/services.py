@@ -53,6 +53,12 @@ def _boost(priority: str) -> str:
     return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
 
 
+def _lapse_handoffs(task: Task, reason: str) -> None:
+    from collaboration.services import handoffs_expire_for_task
+
+    handoffs_expire_for_task(task_id=task.pk, reason=reason)
+
+
 def lease_seconds() -> int:
     return settings.TASK_LEASE_SECONDS
 
@@ -220,6 +226,7 @@ def task_release(*, agent, task_id, fencing_token: int | None = None, reason: st
     task.lease_expires_at = None
     task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
     _record(task, agent, "released", old_status=old_status, new_status=task.status, details={"reason": reason[:500]})
+    _lapse_handoffs(task, f"{agent.agent_id} released the task")
     _trajectory(agent, "task_released", task, {"task_id": task.public_id})
     _publish("task.released", task, {"released_by": agent.agent_id}, agents=[agent.agent_id])
     return task
@@ -278,6 +285,8 @@ def task_update_status(
         task.error = error_message[:10_000]
         fields.append("error")
     task.save(update_fields=list(dict.fromkeys(fields)))
+    if status not in Task.ACTIVE_STATUSES:
+        _lapse_handoffs(task, f"the task became '{status}'")
     _record(task, actor, "status_changed", old_status=old_status, new_status=status,
             details={k: v for k, v in {"error": error_message and error_message[:500]}.items() if v})
     _trajectory(actor, f"task_{status}", task, {"task_id": task.public_id})
@@ -303,6 +312,7 @@ def task_reap_expired_leases(*, workflow_id: int | None = None, now=None) -> int
             task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
             _record(task, None, "lease_expired", old_status=old_status, new_status=task.status,
                     details={"previous_holder": previous_holder})
+            _lapse_handoffs(task, f"the lease of {previous_holder} expired")
             _publish("task.released", task, {"lease_expired_for": previous_holder}, agents=[previous_holder])
         return len(expired)
 

@@ -73,9 +73,6 @@ def test_eight_agents_drain_a_dependency_graph_with_no_duplicate_and_no_lost_tas
     assert database["crashed_tasks_without_lease_expired_event"] == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="handoff_accept does not check that the requester still holds the task (bug, see docs/swarm.md)"
-)
 def test_accepting_a_handoff_whose_requester_lost_the_lease_does_not_take_the_task_from_its_new_holder(
     workflow, make_agent
 ):
@@ -115,9 +112,6 @@ def test_accepting_a_handoff_whose_requester_lost_the_lease_does_not_take_the_ta
     assert (task.claimed_by_id, task.fencing_token) == ("agent-c", claimed.fencing_token)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="handoff_accept marks a lapsed hand-off expired, then raises, which rolls the mark back (bug)"
-)
 def test_accepting_a_handoff_of_a_completed_task_marks_it_expired(workflow, make_agent):
     from collaboration.models import Handoff
     from collaboration.services import handoff_accept, handoff_request
