@@ -42,6 +42,11 @@ def prepare(workflow_slug: str, clients: int, tickets: int, tasks: int) -> list[
     import django
 
     django.setup()
+
+    from django.core.management import call_command
+
+
+    call_command("migrate", verbosity=0)  # benches run on the current schema
     from agents import services as agent_services
     from tasks.services import task_create
     from tickets.models import Ticket

@@ -164,6 +164,11 @@ def main() -> int:
 
     django.setup()
 
+    from django.core.management import call_command
+
+
+    call_command("migrate", verbosity=0)  # benches run on the current schema
+
     plan = generate_plan(
         seed=args.seed,
         tasks=args.tasks,

@@ -186,6 +186,11 @@ def main():
     import django
 
     django.setup()
+
+    from django.core.management import call_command
+
+
+    call_command("migrate", verbosity=0)  # benches run on the current schema
     cookie, agent, ticket_ids = prepare()
     server = None
     base_url = args.url.rstrip("/") if args.url else None
