@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from agents import selectors
 from agents.agent_templates import TEMPLATES
+from agents.payloads import trajectory_payload
 from agents.models import SandboxRun
 from omoi_site.api_support import (
     ApiView,
@@ -185,21 +186,7 @@ class AgentTrajectoryView(ApiView):
         query = validated_query(TrajectoryQuery, request)
         agent = _visible_agent(request, agent_id)
         events = selectors.agent_trajectory(agent=agent, include_full_history=query["include_full_history"])
-        steps = [
-            {
-                k: v
-                for k, v in {
-                    "at": _iso(e.created_at),
-                    "event": e.event_type,
-                    "task_id": f"TSK-{e.task_id}" if e.task_id else None,
-                    "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None,
-                    "payload": e.payload or None,
-                }.items()
-                if v is not None
-            }
-            for e in events
-        ]
-        return Response({"agent_id": agent.agent_id, "status": agent.status, "steps": steps})
+        return Response(trajectory_payload(agent, events))
 
 
 class LaunchWorkerBody(StrictSerializer):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from agents import selectors, services
+from agents.payloads import trajectory_payload
 from omoi_site.domain import NotFound
 from omoi_site.mcp_endpoint import AgentId, act_as, mcp_tool
 
@@ -18,18 +19,7 @@ def get_agent_trajectory(caller, agent_id: AgentId, include_full_history: bool =
     if agent.agent_id != caller.agent_id and not (selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)):
         raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
     events = selectors.agent_trajectory(agent=agent, include_full_history=include_full_history)
-    return {
-        "agent_id": agent.agent_id,
-        "status": agent.status,
-        "steps": [
-            {k: v for k, v in {
-                "at": e.created_at.isoformat(timespec="seconds"), "event": e.event_type,
-                "task_id": f"TSK-{e.task_id}" if e.task_id else None,
-                "ticket_id": f"TKT-{e.ticket_id}" if e.ticket_id else None, "payload": e.payload or None,
-            }.items() if v is not None}
-            for e in events
-        ],
-    }
+    return trajectory_payload(agent, events)
 
 
 @mcp_tool()
