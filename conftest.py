@@ -4,7 +4,6 @@ import ipaddress
 import os
 import socket
 
-
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 
 from agents import selectors
 from agents.agent_templates import TEMPLATES
-from agents.payloads import trajectory_payload
 from agents.models import SandboxRun
+from agents.payloads import trajectory_payload
 from omoi_site.api_support import (
     ApiView,
     CursorQuery,

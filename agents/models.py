@@ -4,7 +4,6 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
-
 class Agent(models.Model):
     """An AI agent identity (`worker-1`), allowed to act in the workflows it belongs to.
 
@@ -84,6 +83,9 @@ class AgentEvent(models.Model):
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["agent", "created_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.event_type}"
+
 
 class SandboxRun(models.Model):
     """One launch of a worker in a sandbox: where, for what, how it went and what it cost."""
@@ -123,6 +125,9 @@ class SandboxRun(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["workflow", "status"])]
 
+    def __str__(self) -> str:
+        return f"RUN-{self.pk} {self.template} ({self.status})"
+
 
 class IdempotencyRecord(models.Model):
     """The first result of a write tool call made with an `idempotency_key`, returned again on retries."""
@@ -136,10 +141,8 @@ class IdempotencyRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "key"], name="idempotency_unique_per_agent")]
 
-
-
-
-
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.key}"
 
 
 class WorkerHeartbeat(models.Model):
@@ -149,3 +152,6 @@ class WorkerHeartbeat(models.Model):
     beat_at = models.DateTimeField()
     started_at = models.DateTimeField()
     jobs_run = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.worker_name

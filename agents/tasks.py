@@ -25,10 +25,9 @@ def prune_idempotency_records() -> int:
     from datetime import timedelta
 
     from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
 
     from agents.services import idempotency_records_prune
-
-    from django_tasks_db.models import DBTaskResult
 
     cutoff = timezone.now() - timedelta(days=1)
     DBTaskResult.objects.filter(finished_at__lt=cutoff).delete()  # finished job rows of the queue itself

@@ -40,6 +40,10 @@ class Message(models.Model):
             )
         ]
 
+
+    def __str__(self) -> str:
+        return f"{self.sender_id} → {self.recipient_id or '*'}: {self.body[:40]}"
+
     @property
     def is_broadcast(self) -> bool:
         return self.recipient_id is None
@@ -56,6 +60,9 @@ class MessageReceipt(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["message", "agent"], name="message_receipt_unique")]
         indexes = [models.Index(fields=["agent", "read_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → {self.agent_id}"
 
 
 class Handoff(models.Model):
@@ -98,6 +105,10 @@ class Handoff(models.Model):
                 fields=["task"], condition=Q(status="requested"), name="handoff_one_open_per_task"
             ),
         ]
+
+
+    def __str__(self) -> str:
+        return f"{self.public_id} TSK-{self.task_id} {self.from_agent_id} → {self.to_agent_id} ({self.status})"
 
     @property
     def public_id(self) -> str:

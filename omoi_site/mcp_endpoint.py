@@ -16,15 +16,15 @@ boilerplate (URLs, input dumps) and it renders results as indented JSON, which c
 
 from __future__ import annotations
 
-
 import importlib
 import inspect
 import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction

@@ -149,6 +149,9 @@ class Discovery(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["discovery_type", "-created_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.discovery_type} on TSK-{self.source_task_id}"
+
 
 class TaskEvent(models.Model):
     """One entry of a task's timeline (created, claimed, heartbeat-expired, status changes, hand-offs)."""
@@ -165,3 +168,6 @@ class TaskEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["task", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"TSK-{self.task_id} {self.event_type}"

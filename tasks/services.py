@@ -14,7 +14,15 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from omoi_site.domain import Conflict, DomainError, PermissionDenied, actor_fields, is_agent, require_choice, require_text
+from omoi_site.domain import (
+    Conflict,
+    DomainError,
+    PermissionDenied,
+    actor_fields,
+    is_agent,
+    require_choice,
+    require_text,
+)
 from omoi_site.events import publish_on_commit
 from tasks import payloads, selectors
 from tasks.models import Discovery, Task, TaskEvent

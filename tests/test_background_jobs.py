@@ -38,7 +38,8 @@ def test_stale_handoffs_expire(transactional_db, workflow, make_agent):
     from tasks.services import task_claim_next, task_create
     from tickets.services import ticket_create
 
-    owner, other = make_agent("owner", workflow)[0], make_agent("other", workflow)[0]
+    owner = make_agent("owner", workflow)[0]
+    make_agent("other", workflow)
     ticket = ticket_create(actor=owner, workflow=workflow, title="Expiry", description="Nobody answers the hand-off")
     task_create(actor=owner, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Task to hand over")
     task = task_claim_next(agent=owner, workflow=workflow)

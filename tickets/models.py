@@ -210,6 +210,9 @@ class TicketComment(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"comment on TKT-{self.ticket_id}"
+
 
 class TicketEvent(models.Model):
     """One row of a ticket's audit trail: who changed what, when, from which value to which."""
@@ -228,6 +231,9 @@ class TicketEvent(models.Model):
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["ticket", "created_at"])]
 
+    def __str__(self) -> str:
+        return f"TKT-{self.ticket_id} {self.event_type} {self.field}".strip()
+
 
 class CommitLink(models.Model):
     """A commit that implements or fixes a ticket."""
@@ -243,6 +249,9 @@ class CommitLink(models.Model):
         ordering = ["created_at", "id"]
         constraints = [models.UniqueConstraint(fields=["ticket", "commit_sha"], name="commit_link_unique")]
 
+    def __str__(self) -> str:
+        return f"TKT-{self.ticket_id} {self.commit_sha[:10]}"
+
 
 class PhaseTransition(models.Model):
     """Recorded whenever a ticket's phase moves (as a consequence of a status change)."""
@@ -257,3 +266,6 @@ class PhaseTransition(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"TKT-{self.ticket_id} {self.from_phase} → {self.to_phase}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, OuterRef, QuerySet
 
-from omoi_site.domain import DomainError, NotFound, PermissionDenied, is_agent, parse_public_id
+from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
