@@ -41,6 +41,9 @@ if IS_PRODUCTION and (SECRET_KEY == DEFAULT_SECRET_KEY or len(SECRET_KEY) < 50):
 DEBUG = env_bool("DEBUG", not IS_PRODUCTION)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if IS_PRODUCTION else "127.0.0.1,localhost,testserver,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+if os.environ.get("RAILWAY_ENVIRONMENT"):
+    # Railway's health probe calls /healthz with this Host header; without it the probe gets a 400.
+    ALLOWED_HOSTS.append("healthcheck.railway.app")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
