@@ -21,8 +21,7 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
-from omoi_site.domain import NotFound, is_agent
-from tickets.selectors import can_access_workflow, workflow_get
+from tickets.selectors import workflow_get
 
 TAG = ["agents"]
 AGENT_ID_PARAM = OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. worker-1")
@@ -131,19 +130,7 @@ class SandboxRunListQuery(CursorQuery):
 
 
 def _visible_agent(request, agent_id: str):
-    """The agent, if the caller is it, shares a workflow with it, or is staff; else 404 (no leak)."""
-    agent = selectors.agent_get(agent_id=agent_id)
-    caller = request.user
-    if is_agent(caller):
-        if agent.agent_id != caller.agent_id and not (
-            selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)
-        ):
-            raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
-    elif not any(
-        can_access_workflow(caller, workflow_id) for workflow_id in selectors.agent_workflow_ids(agent=agent) or {0}
-    ):
-        raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
-    return agent
+    return selectors.agent_get_visible(agent_id=agent_id, actor=request.user)
 
 
 class AgentCollectionView(ApiView):
@@ -195,22 +182,6 @@ class LaunchWorkerBody(StrictSerializer):
     ticket_id = serializers.CharField(required=False, max_length=30, help_text="or a ticket: its next pending task (created if none)")
 
 
-def _launch(request, body: dict):
-    from agents.launcher import launch_worker
-    from omoi_site.domain import DomainError, PermissionDenied
-    from tasks.selectors import task_get
-    from tickets.selectors import ticket_get
-
-    caller = request.user
-    if is_agent(caller) and caller.agent_type != "coordinator":
-        raise PermissionDenied(f"only coordinator agents and staff may launch workers; {caller.agent_id} is a {caller.agent_type}.")
-    if not body.get("task_id") and not body.get("ticket_id"):
-        raise DomainError("give task_id or ticket_id.")
-    task = task_get(task_id=body["task_id"], actor=caller) if body.get("task_id") else None
-    ticket = ticket_get(ticket_id=body["ticket_id"], actor=caller) if body.get("ticket_id") else None
-    return launch_worker(actor=caller, template=body["template"], task=task, ticket=ticket)
-
-
 class SandboxRunCollectionView(ApiView):
     cursor_ordering = ("-created_at", "-id")
 
@@ -224,9 +195,7 @@ class SandboxRunCollectionView(ApiView):
     def get(self, request):
         query = validated_query(SandboxRunListQuery, request)
         workflow = workflow_get(slug=query["workflow"], actor=request.user)
-        runs = selectors.sandbox_run_list(workflow_id=workflow.id)
-        if query.get("status"):
-            runs = runs.filter(status=query["status"])
+        runs = selectors.sandbox_run_list(workflow_id=workflow.id, status=query.get("status"))
         return paginate_queryset(self, request, runs, sandbox_run_payload)
 
     @extend_schema(
@@ -237,7 +206,11 @@ class SandboxRunCollectionView(ApiView):
         summary="Launch a sandboxed worker on a task or ticket (coordinators and staff)",
     )
     def post(self, request):
-        run = _launch(request, validated(LaunchWorkerBody, request.data))
+        from agents.launcher import launch_worker_requested
+
+        body = validated(LaunchWorkerBody, request.data)
+        run = launch_worker_requested(actor=request.user, template=body["template"], task_id=body.get("task_id"),
+                                      ticket_id=body.get("ticket_id"))
         return Response(sandbox_run_payload(run), status=201)
 
 

@@ -86,6 +86,25 @@ def launch_worker(
     return run
 
 
+def launch_worker_requested(*, actor, template: str, task_id=None, ticket_id=None) -> SandboxRun:
+    """A launch asked for through MCP or REST: only coordinator agents and staff users may launch, on a
+    task or a ticket of their workflows."""
+    from omoi_site.domain import PermissionDenied
+    from tasks.selectors import task_get
+    from tickets.selectors import ticket_get
+
+    if is_agent(actor) and actor.agent_type != Agent.AgentType.COORDINATOR:
+        raise PermissionDenied(
+            f"only coordinator agents and staff may launch workers; {actor.agent_id} is a {actor.agent_type}."
+        )
+    if not task_id and not ticket_id:
+        raise DomainError("give task_id or ticket_id.")
+    get_template(template)
+    task = task_get(task_id=task_id, actor=actor) if task_id else None
+    ticket = ticket_get(ticket_id=ticket_id, actor=actor) if ticket_id else None
+    return launch_worker(actor=actor, template=template, task=task, ticket=ticket)
+
+
 def _update_run(run_id: int, **fields) -> SandboxRun:
     with transaction.atomic():
         run = SandboxRun.objects.select_for_update(of=("self",)).select_related("workflow", "ticket", "task").get(pk=run_id)

@@ -8,16 +8,13 @@ from pydantic import Field
 
 from agents import selectors, services
 from agents.payloads import trajectory_payload
-from omoi_site.domain import NotFound
 from omoi_site.mcp_endpoint import AgentId, act_as, mcp_tool
 
 
 @mcp_tool(read_only=True)
 def get_agent_trajectory(caller, agent_id: AgentId, include_full_history: bool = False) -> dict:
     """What an agent of your workflows did, oldest first (last 50 steps unless include_full_history)."""
-    agent = selectors.agent_get(agent_id=agent_id)
-    if agent.agent_id != caller.agent_id and not (selectors.agent_workflow_ids(agent=agent) & selectors.agent_workflow_ids(agent=caller)):
-        raise NotFound(f"No agent '{agent_id}' in your workflows (agent_id).")
+    agent = selectors.agent_get_visible(agent_id=agent_id, actor=caller)
     events = selectors.agent_trajectory(agent=agent, include_full_history=include_full_history)
     return trajectory_payload(agent, events)
 
@@ -46,16 +43,7 @@ def launch_worker(
 ) -> dict:
     """Coordinator only: start a sandboxed worker of `template` on a pending task (or on a ticket's next task)."""
     act_as(caller, agent_id)
-    from agents.launcher import launch_worker as launch
-    from omoi_site.domain import DomainError, PermissionDenied
-    from tasks.selectors import task_get
-    from tickets.selectors import ticket_get
+    from agents.launcher import launch_worker_requested
 
-    if caller.agent_type != "coordinator":
-        raise PermissionDenied(f"only coordinator agents may launch workers; {caller.agent_id} is a {caller.agent_type}.")
-    if not task_id and not ticket_id:
-        raise DomainError("give task_id or ticket_id.")
-    task = task_get(task_id=task_id, actor=caller) if task_id else None
-    ticket = ticket_get(ticket_id=ticket_id, actor=caller) if ticket_id else None
-    run = launch(actor=caller, template=template, task=task, ticket=ticket)
+    run = launch_worker_requested(actor=caller, template=template, task_id=task_id, ticket_id=ticket_id)
     return {"run_id": run.pk, "worker_agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}", "provider": run.provider, "status": run.status}

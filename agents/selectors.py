@@ -42,6 +42,21 @@ def agent_workflow_ids(*, agent: Agent) -> set[int]:
     return set(agent.workflows.values_list("id", flat=True))
 
 
+def agent_get_visible(*, agent_id: str, actor, argument: str = "agent_id") -> Agent:
+    """An agent the actor may see: itself, an agent sharing one of its workflows, or any agent for staff.
+    Anything else is reported as missing, so other workflows' agents do not leak."""
+    from omoi_site.domain import is_agent
+    from tickets.selectors import workflow_ids_for
+
+    agent = agent_get(agent_id=agent_id, argument=argument)
+    if is_agent(actor) and agent.agent_id == actor.agent_id:
+        return agent
+    allowed = workflow_ids_for(actor)
+    if allowed is None or agent_workflow_ids(agent=agent) & allowed:
+        return agent
+    raise NotFound(f"No agent '{agent_id}' in your workflows ({argument}).")
+
+
 def agent_list(*, workflow_id: int | None = None):
     queryset = Agent.objects.all().prefetch_related("workflows")
     if workflow_id is not None:
@@ -56,10 +71,12 @@ def agent_trajectory(*, agent: Agent, include_full_history: bool = False, limit:
     return list(reversed(list(events)))
 
 
-def sandbox_run_list(*, workflow_id: int | None = None):
+def sandbox_run_list(*, workflow_id: int | None = None, status: str | None = None):
     queryset = SandboxRun.objects.select_related("agent", "task", "workflow")
     if workflow_id is not None:
         queryset = queryset.filter(workflow_id=workflow_id)
+    if status:
+        queryset = queryset.filter(status=status)
     return queryset
 
 
@@ -76,3 +93,13 @@ def sandbox_run_get(*, run_id, actor) -> SandboxRun:
     if run is None or not can_access_workflow(actor, run.workflow_id):
         raise NotFound(f"No sandbox run RUN-{pk} in your workflows (run_id).")
     return run
+
+
+def worker_heartbeat_age_seconds() -> float | None:
+    """Seconds since the freshest background-worker heartbeat (`manage.py worker` upserts one), or None."""
+    from agents.models import WorkerHeartbeat
+
+    beat = WorkerHeartbeat.objects.order_by("-beat_at").first()
+    if beat is None:
+        return None
+    return (timezone.now() - beat.beat_at).total_seconds()

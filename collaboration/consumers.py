@@ -120,20 +120,16 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
 @database_sync_to_async
 def _dashboard_subscription(user, workflows: list[str], tickets: list[str], agents: list[str]):
     """(groups, allowed workflow slugs or None) for a user, or raise DomainError."""
-    from agents.selectors import agent_get, agent_workflow_ids
-    from tickets.selectors import ticket_get, workflow_get, workflow_ids_for
+    from agents.selectors import agent_get_visible
+    from tickets.selectors import ticket_get, workflow_get
 
     groups: list[str] = []
     for slug in workflows:
         groups.append(workflow_group(workflow_get(slug=slug, actor=user).slug))
     for ticket_id in tickets:
         groups.append(ticket_group(ticket_get(ticket_id=ticket_id, actor=user, argument="ticket").public_id))
-    allowed_ids = workflow_ids_for(user)
     for agent_id in agents:
-        agent = agent_get(agent_id=agent_id, argument="agent")
-        if allowed_ids is not None and not (agent_workflow_ids(agent=agent) & allowed_ids):
-            raise DomainError(f"No agent '{agent_id}' in your workflows (agent).")
-        groups.append(agent_group(agent.agent_id))
+        groups.append(agent_group(agent_get_visible(agent_id=agent_id, actor=user, argument="agent").agent_id))
     from collaboration.selectors import visible_workflow_slugs
 
     return groups, visible_workflow_slugs(actor=user)

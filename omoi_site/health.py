@@ -37,7 +37,7 @@ def _channel_layer_status() -> str:
 
 
 def _worker_status() -> dict:
-    from agents.selectors_worker import worker_heartbeat_age_seconds
+    from agents.selectors import worker_heartbeat_age_seconds
 
     age = worker_heartbeat_age_seconds()
     if age is None:

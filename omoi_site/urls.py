@@ -11,13 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("mcp/", mcp_view, name="mcp"),
     path("mcp", mcp_view),
+    path("api/", include("omoi_site.api_urls")),
+    path("dashboard/", include("collaboration.dashboard_urls")),
 ]
 
-try:  # doors added by later issues register themselves here when present
-    urlpatterns.append(path("api/", include("omoi_site.api_urls")))
-except ModuleNotFoundError:
-    pass
-try:
-    urlpatterns.append(path("dashboard/", include("collaboration.dashboard_urls")))
-except ModuleNotFoundError:
-    pass

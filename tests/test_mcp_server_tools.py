@@ -381,3 +381,15 @@ def test_search_through_mcp_finds_paraphrases_error_strings_and_duplicates(clien
     assert duplicate["similar_tickets"][0]["ticket_id"] == login["ticket_id"]
     assert "search_type" in alice.error("search_tickets", workflow_id="test-flow", agent_id="alice", query="login", search_type="fuzzy")
     assert "filters" in alice.error("search_tickets", workflow_id="test-flow", agent_id="alice", query="login", filters={"colour": "red"})
+
+
+def test_related_tasks_are_checked_and_recorded_on_creation(clients):
+    alice = clients["alice"]
+    origin = _ticket(alice, title="Origin ticket")
+    task = alice.call("create_task", ticket_id=origin["ticket_id"], phase_id="PHASE_IMPLEMENTATION", description="The task that noticed it")["task"]
+    assert "No task TSK-999999" in alice.error("create_ticket", workflow_id="test-flow", agent_id="alice", title="Follow-up",
+                                               description="Found while working elsewhere.", related_task_ids=["TSK-999999"])
+    assert Ticket.objects.count() == 1
+    follow_up = _ticket(alice, title="Follow-up", related_task_ids=[task["task_id"]])
+    created = alice.call("get_ticket_history", ticket_id=follow_up["ticket_id"])["events"][0]
+    assert created["new"]["related_tasks"] == [task["task_id"]]

@@ -30,6 +30,7 @@ from omoi_site.api_support import (
 from omoi_site.domain import DomainError
 from tickets import payloads, selectors, services
 from tickets.models import Ticket, TicketComment
+from tickets.search import possible_duplicates
 
 TAG = ["tickets"]
 STATUS_CHOICES = Ticket.Status.choices
@@ -302,16 +303,6 @@ def _with_etag(data: dict, version: int, *, status_code: int = 200) -> Response:
     return Response(data, status=status_code, headers={"ETag": etag(version)})
 
 
-def _similar(workflow, title: str, description: str) -> list[dict]:
-    from tickets.embeddings import EmbeddingError
-    from tickets.search import similar_tickets
-
-    try:
-        return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
-    except EmbeddingError:
-        return []  # the duplicate check is advice; creating the ticket does not depend on it
-
-
 # --- views ----------------------------------------------------------------------------------------------
 
 
@@ -354,7 +345,7 @@ class TicketCollectionView(ApiView):
         data = validated(TicketCreateRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
         workflow = selectors.workflow_get(slug=data.pop("workflow_id"), actor=request.user)
-        similar = _similar(workflow, data["title"], data["description"])
+        similar = possible_duplicates(workflow=workflow, title=data["title"], description=data["description"])
         ticket = services.ticket_create(actor=request.user, workflow=workflow, **data)
         return _with_etag({"ticket": _detail(ticket), "similar_tickets": similar}, ticket.version, status_code=201)
 

@@ -8,23 +8,13 @@ from pydantic import Field
 
 from omoi_site.mcp_endpoint import AgentId, TicketId, WorkflowSlug, act_as, mcp_tool
 from tickets import payloads, selectors, services
+from tickets.search import possible_duplicates
 
 TicketStatus = Literal["backlog", "analyzing", "building", "building-done", "testing", "done"]
 TicketPriority = Literal["low", "medium", "high", "critical"]
 TicketType = Literal["task", "bug", "feature", "improvement", "research", "epic", "chore"]
 CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
 Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
-
-
-def _similar(workflow, title: str, description: str) -> list[dict]:
-    """Possible duplicates; an unavailable embedding provider must not stop an agent from filing a ticket."""
-    from tickets.embeddings import EmbeddingError
-    from tickets.search import similar_tickets
-
-    try:
-        return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
-    except EmbeddingError:
-        return []
 
 
 @mcp_tool()
@@ -46,17 +36,13 @@ def create_ticket(
     """Create a ticket. Returns it plus similar_tickets (possible duplicates: check them; search_tickets first)."""
     act_as(caller, agent_id)
     workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
-    similar = _similar(workflow, title, description)
+    similar = possible_duplicates(workflow=workflow, title=title, description=description)
     ticket = services.ticket_create(
         actor=caller, workflow=workflow, title=title, description=description, ticket_type=ticket_type,
         priority=priority, initial_status=initial_status, assigned_agent_id=assigned_agent_id,
         parent_ticket_id=parent_ticket_id, blocked_by_ticket_ids=blocked_by_ticket_ids, tags=tags,
+        related_task_ids=related_task_ids,
     )
-    if related_task_ids:
-        from tasks.selectors import task_get
-
-        for task_id in related_task_ids:
-            task_get(task_id=task_id, actor=caller, argument="related_task_ids")
     return {"ticket": payloads.ticket_summary(ticket), "similar_tickets": similar}
 
 

@@ -426,6 +426,15 @@ def ticket_search(
     return results
 
 
+def possible_duplicates(*, workflow, title: str, description: str) -> list[dict]:
+    """`similar_tickets` for a ticket about to be filed. It is advice: when the embedding provider is down
+    the answer is empty rather than an error, so filing a ticket never depends on it."""
+    try:
+        return similar_tickets(workflow_ids=[workflow.id], title=title, description=description)
+    except EmbeddingError:
+        return []
+
+
 def similar_tickets(
     *,
     workflow_ids: list[int],

@@ -96,18 +96,14 @@ def _set_status(ticket: Ticket, new_status: str, actor, reason: str) -> None:
 
 
 def _schedule_embedding(ticket_id: int) -> None:
-    try:
-        from tickets.tasks import schedule_ticket_embedding
-    except ImportError:
-        return
+    from tickets.tasks import schedule_ticket_embedding
+
     schedule_ticket_embedding(ticket_id)
 
 
 def _schedule_comment_embedding(comment_id: int) -> None:
-    try:
-        from tickets.tasks import schedule_comment_embedding
-    except ImportError:
-        return
+    from tickets.tasks import schedule_comment_embedding
+
     schedule_comment_embedding(comment_id)
 
 
@@ -145,8 +141,10 @@ def ticket_create(
     parent_ticket_id: Any = None,
     blocked_by_ticket_ids: list | None = None,
     tags: list | None = None,
+    related_task_ids: list | None = None,
 ) -> Ticket:
-    """Create a ticket (optionally blocked by others) and record its creation in the history."""
+    """Create a ticket (optionally blocked by others) and record its creation in the history, with the
+    tasks it relates to (e.g. the task that found the problem)."""
     title = require_text(title, argument="title", min_length=TITLE_MIN, max_length=TITLE_MAX)
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(ticket_type, Ticket.TicketType.values, argument="ticket_type")
@@ -167,6 +165,15 @@ def ticket_create(
         if blocker.workflow_id != workflow.id:
             raise DomainError(f"blocked_by_ticket_ids: {blocker.public_id} belongs to another workflow.")
         blockers.append(blocker)
+    related_tasks = []
+    if related_task_ids:
+        from tasks.selectors import task_get
+
+        for task_id in dict.fromkeys(related_task_ids):
+            task = task_get(task_id=task_id, actor=actor, argument="related_task_ids")
+            if task.workflow_id != workflow.id:
+                raise DomainError(f"related_task_ids: {task.public_id} belongs to another workflow.")
+            related_tasks.append(task.public_id)
     ticket = Ticket.objects.create(
         workflow=workflow,
         title=title,
@@ -182,7 +189,10 @@ def ticket_create(
         assigned_agent=assignee,
         **actor_fields(actor, agent_field="created_by_agent", user_field="created_by_user"),
     )
-    _record(ticket, actor, "created", new={"title": title, "status": status, "priority": priority})
+    created = {"title": title, "status": status, "priority": priority}
+    if related_tasks:
+        created["related_tasks"] = related_tasks
+    _record(ticket, actor, "created", new=created)
     for blocker in blockers:
         TicketDependency.objects.create(ticket=ticket, blocker=blocker, created_by_agent=actor if is_agent(actor) else None)
         _record(ticket, actor, "dependency_added", field="blocked_by", new=blocker.public_id)
