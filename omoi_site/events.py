@@ -131,5 +131,5 @@ def _send(groups: list[str], message: dict) -> None:
 
 
 async def _send_all(layer, groups: list[str], message: dict) -> None:
-    for group in groups:
-        await layer.group_send(group, message)
+    # A broadcast names every agent of the workflow: send to the groups concurrently, not one by one.
+    await asyncio.gather(*(layer.group_send(group, message) for group in groups))
