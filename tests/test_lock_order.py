@@ -101,8 +101,8 @@ def test_release_racing_accept_never_deadlocks_and_ends_consistent(scene):
         task, handoff = _held_task_with_handoff(ticket, holder, taker, number)
         fencing = task.fencing_token
         released, accepted = racer.race(
-            lambda: task_release(agent=holder, task_id=task.public_id),
-            lambda: handoff_accept(agent=taker, handoff_id=handoff.public_id),
+            lambda task_id=task.public_id: task_release(agent=holder, task_id=task_id),
+            lambda handoff_id=handoff.public_id: handoff_accept(agent=taker, handoff_id=handoff_id),
         )
         task, handoff = _end_state(task, handoff)
         if released[0] == "ok":
@@ -129,8 +129,8 @@ def test_complete_racing_accept_never_deadlocks_and_ends_consistent(scene):
         task, handoff = _held_task_with_handoff(ticket, holder, taker, number)
         fencing = task.fencing_token
         completed, accepted = racer.race(
-            lambda: task_update_status(actor=holder, task_id=task.public_id, status="completed", result={"ok": True}),
-            lambda: handoff_accept(agent=taker, handoff_id=handoff.public_id),
+            lambda task_id=task.public_id: task_update_status(actor=holder, task_id=task_id, status="completed", result={"ok": True}),
+            lambda handoff_id=handoff.public_id: handoff_accept(agent=taker, handoff_id=handoff_id),
         )
         task, handoff = _end_state(task, handoff)
         if completed[0] == "ok":
@@ -158,7 +158,7 @@ def test_lease_reaper_inside_a_claim_racing_accept_never_deadlocks(scene):
         Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
         claimed, accepted = racer.race(
             lambda: task_claim_next(agent=reaper, workflow=workflow),
-            lambda: handoff_accept(agent=taker, handoff_id=handoff.public_id),
+            lambda handoff_id=handoff.public_id: handoff_accept(agent=taker, handoff_id=handoff_id),
         )
         assert claimed[0] == "ok", claimed  # the uninvolved agent's claim never fails
         task, handoff = _end_state(task, handoff)
@@ -182,8 +182,8 @@ def test_decline_racing_release_never_deadlocks_and_ends_consistent(scene):
     for number in range(ROUNDS):
         task, handoff = _held_task_with_handoff(ticket, holder, taker, number)
         declined, released = racer.race(
-            lambda: handoff_decline(agent=taker, handoff_id=handoff.public_id, reason="busy"),
-            lambda: task_release(agent=holder, task_id=task.public_id),
+            lambda handoff_id=handoff.public_id: handoff_decline(agent=taker, handoff_id=handoff_id, reason="busy"),
+            lambda task_id=task.public_id: task_release(agent=holder, task_id=task_id),
         )
         assert released[0] == "ok", released  # the holder may always give the task back
         task, handoff = _end_state(task, handoff)
@@ -210,7 +210,7 @@ def test_heartbeat_racing_the_reaper_never_deadlocks_and_an_expired_lease_is_nev
             lease_expires_at=timezone.now() + (timedelta(seconds=-1) if expired else timedelta(seconds=60))
         )
         beat, _reaped = racer.race(
-            lambda: task_heartbeat(agent=holder, task_id=task.public_id),
+            lambda task_id=task.public_id: task_heartbeat(agent=holder, task_id=task_id),
             lambda: task_reap_expired_leases(workflow_id=workflow.id),
         )
         task = Task.objects.get(pk=task.pk)
