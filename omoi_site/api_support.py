@@ -36,6 +36,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from omoi_site.domain import DomainError, PermissionDenied, is_agent
+from omoi_site.input_limits import MAX_JSON_DEPTH, find_unacceptable_value
 
 logger = logging.getLogger(__name__)
 
@@ -166,23 +167,18 @@ def drop_slash_aliases(endpoints):
 # --- request parsing -----------------------------------------------------------------------------------
 
 
-def contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(contains_nul(item) for item in value)
-    return False
-
-
 class StrictJSONParser(JSONParser):
-    """JSON bodies only; NUL characters (which PostgreSQL cannot store) are refused up front."""
+    """JSON bodies only. Refused up front, with the place named: NUL characters and lone surrogates (which
+    PostgreSQL cannot store), integers beyond 64 bits, and nesting deeper than any argument needs."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        if contains_nul(data):
-            raise exceptions.ParseError("The request body contains a NUL (\\u0000) character; remove it.")
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep; flatten the value.")
+        problem = find_unacceptable_value(data)
+        if problem:
+            raise exceptions.ParseError(problem)
         return data
 
 
@@ -389,7 +385,7 @@ class CursorQuery(serializers.Serializer):
 
 
 class ApiView(APIView):
-    # Base of every REST view: agents or staff only, per-token rate limit, JSON in and out, no NUL bytes.
+    # Base of every REST view: agents or staff only, per-token rate limit, JSON in and out, no unstorable text.
     # (A comment, not a docstring: drf-spectacular would copy a docstring into every operation.)
 
     permission_classes = [IsAgentOrStaff]
@@ -399,8 +395,11 @@ class ApiView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        if contains_nul(dict(request.query_params.lists())) or contains_nul(kwargs):
-            raise exceptions.ParseError("The URL contains a NUL (\\u0000) character; remove it.")
+        problem = find_unacceptable_value(dict(request.query_params.lists()), root="query") or find_unacceptable_value(
+            kwargs, root="path"
+        )
+        if problem:
+            raise exceptions.ParseError(problem)
 
 
 @csrf_exempt

@@ -69,11 +69,19 @@ def _held_task_with_handoff(ticket, holder, taker, number):
     from collaboration.services import handoff_request
     from tasks.services import task_create, task_update_status
 
-    task, _ = task_create(actor=holder, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION",
-                          description=f"Raced task number {number:03d}")
+    task, _ = task_create(
+        actor=holder,
+        ticket_id=ticket.id,
+        phase_id="PHASE_IMPLEMENTATION",
+        description=f"Raced task number {number:03d}",
+    )
     task = task_update_status(actor=holder, task_id=task.public_id, status="claimed")
-    handoff = handoff_request(from_agent=holder, to_agent_id=taker.agent_id, task_id=task.public_id,
-                              reason="Needs the other agent's expertise")
+    handoff = handoff_request(
+        from_agent=holder,
+        to_agent_id=taker.agent_id,
+        task_id=task.public_id,
+        reason="Needs the other agent's expertise",
+    )
     return task, handoff
 
 
@@ -129,7 +137,9 @@ def test_complete_racing_accept_never_deadlocks_and_ends_consistent(scene):
         task, handoff = _held_task_with_handoff(ticket, holder, taker, number)
         fencing = task.fencing_token
         completed, accepted = racer.race(
-            lambda task_id=task.public_id: task_update_status(actor=holder, task_id=task_id, status="completed", result={"ok": True}),
+            lambda task_id=task.public_id: task_update_status(
+                actor=holder, task_id=task_id, status="completed", result={"ok": True}
+            ),
             lambda handoff_id=handoff.public_id: handoff_accept(agent=taker, handoff_id=handoff_id),
         )
         task, handoff = _end_state(task, handoff)

@@ -17,9 +17,13 @@ def held_task_with_handoff(workflow, make_agent):
     holder, _ = make_agent("holder", workflow)
     taker, _ = make_agent("taker", workflow)
     ticket = ticket_create(actor=holder, workflow=workflow, title="Timed work", description="Work with deadlines")
-    task, _ = task_create(actor=holder, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Something timed")
+    task, _ = task_create(
+        actor=holder, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Something timed"
+    )
     task = task_update_status(actor=holder, task_id=task.public_id, status="claimed")
-    handoff = handoff_request(from_agent=holder, to_agent_id="taker", task_id=task.public_id, reason="Taker knows this best")
+    handoff = handoff_request(
+        from_agent=holder, to_agent_id="taker", task_id=task.public_id, reason="Taker knows this best"
+    )
     return holder, taker, task, handoff
 
 
@@ -63,7 +67,9 @@ def test_handing_off_a_task_you_do_not_hold_names_the_call_that_fixes_it(workflo
     creator, _ = make_agent("creator", workflow)
     make_agent("helper", workflow)
     ticket = ticket_create(actor=creator, workflow=workflow, title="Fresh work", description="Work nobody holds yet")
-    task, _ = task_create(actor=creator, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Not claimed yet")
+    task, _ = task_create(
+        actor=creator, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION", description="Not claimed yet"
+    )
 
     with pytest.raises(Conflict, match=r'update_task_status\(task_id="TSK-\d+", status="claimed"\)'):
         handoff_request(from_agent=creator, to_agent_id="helper", task_id=task.public_id, reason="Helper should do it")

@@ -20,8 +20,14 @@ def crowded_index(workflow, other_workflow):
     near = [centre + rng.normal(scale=0.05, size=384) for _ in range(400)]
     far = [-centre + rng.normal(scale=0.05, size=384) for _ in range(5)]
     Ticket.objects.bulk_create(
-        [Ticket(workflow=workflow, title=f"Near {i}", description="close to the query", embedding=v.tolist()) for i, v in enumerate(near)]
-        + [Ticket(workflow=other_workflow, title=f"Far {i}", description="far from the query", embedding=v.tolist()) for i, v in enumerate(far)]
+        [
+            Ticket(workflow=workflow, title=f"Near {i}", description="close to the query", embedding=v.tolist())
+            for i, v in enumerate(near)
+        ]
+        + [
+            Ticket(workflow=other_workflow, title=f"Far {i}", description="far from the query", embedding=v.tolist())
+            for i, v in enumerate(far)
+        ]
     )
     return centre.tolist()
 

@@ -249,6 +249,14 @@ class TicketUpdateRequest(StrictSerializer):
     priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False)
+    add_tags = serializers.ListField(
+        child=serializers.CharField(max_length=50), max_length=20, required=False,
+        help_text="tags to add to the stored ones (atomic; concurrent edits keep each other's tags)",
+    )
+    remove_tags = serializers.ListField(
+        child=serializers.CharField(max_length=50), max_length=20, required=False,
+        help_text="tags to remove from the stored ones (atomic)",
+    )
     assigned_agent_id = serializers.CharField(max_length=100, required=False, allow_null=True)
     parent_ticket_id = serializers.CharField(max_length=30, required=False, allow_null=True)
 
@@ -285,7 +293,7 @@ class CommitLinkRequest(StrictSerializer):
     commit_message = serializers.CharField(max_length=5000, required=False, allow_blank=True)
 
 
-EDITABLE = ("title", "description", "priority", "ticket_type", "tags", "assigned_agent_id", "parent_ticket_id")
+EDITABLE = services.EDITABLE_FIELDS + services.TAG_EDITS
 
 
 def _detail(ticket) -> dict:

@@ -96,7 +96,7 @@ def update_ticket(
     caller,
     ticket_id: TicketId,
     agent_id: AgentId,
-    updates: Annotated[dict[str, Any], Field(description="any of: title, description, priority, ticket_type, tags, assigned_agent_id, parent_ticket_id")],
+    updates: Annotated[dict[str, Any], Field(description="any of: title, description, priority, ticket_type, tags, assigned_agent_id, parent_ticket_id; add_tags/remove_tags edit the stored tags atomically")],
     update_comment: Annotated[str | None, Field(max_length=5000)] = None,
     expected_version: Annotated[int | None, Field(ge=1, description="refuse if the ticket changed since this version")] = None,
 ) -> dict:

@@ -34,6 +34,8 @@ DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
 COMMENT_MIN = 10
 MAX_TAGS = 20
 EDITABLE_FIELDS = ("title", "description", "priority", "ticket_type", "tags", "assigned_agent_id", "parent_ticket_id")
+# Tag edits relative to the stored tags, applied under the row lock: concurrent agents never lose each other's tags.
+TAG_EDITS = ("add_tags", "remove_tags")
 
 
 @transaction.atomic
@@ -213,16 +215,33 @@ def ticket_update(
 ) -> tuple[Ticket, list[str]]:
     """Edit a ticket's editable fields (not its status); one history row per changed field.
 
+    `updates` may carry `add_tags` / `remove_tags` instead of `tags`: they are applied to the tags stored
+    at the moment of the edit (under the row lock), so two agents adding tags at once both keep theirs.
+
     `expected_version` (optimistic concurrency): when given and stale, the edit is refused with 409.
     """
     if not isinstance(updates, dict) or not updates:
         raise DomainError(f"updates must be a non-empty object with any of: {', '.join(EDITABLE_FIELDS)}.")
     if "status" in updates:
         raise DomainError("status cannot be edited through updates; use change_ticket_status (or resolve_ticket).")
-    unknown = sorted(set(updates) - set(EDITABLE_FIELDS))
+    unknown = sorted(set(updates) - set(EDITABLE_FIELDS) - set(TAG_EDITS))
     if unknown:
-        raise DomainError(f"updates: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(EDITABLE_FIELDS)}.")
+        raise DomainError(
+            f"updates: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(EDITABLE_FIELDS + TAG_EDITS)}."
+        )
+    tag_edits = {key: _clean_tags(updates[key]) for key in TAG_EDITS if key in updates}
+    if tag_edits and "tags" in updates:
+        raise DomainError("updates: give either tags (the whole list) or add_tags/remove_tags (edits), not both.")
+    updates = {key: value for key, value in updates.items() if key not in TAG_EDITS}
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
+    if tag_edits:
+        removed = set(tag_edits.get("remove_tags", []))
+        kept = [tag for tag in ticket.tags if tag not in removed]
+        updates["tags"] = kept + [tag for tag in tag_edits.get("add_tags", []) if tag not in kept and tag not in removed]
+        if len(updates["tags"]) > MAX_TAGS:
+            raise DomainError(
+                f"add_tags: {ticket.public_id} would have {len(updates['tags'])} tags (at most {MAX_TAGS}); remove some first."
+            )
     if expected_version is not None and expected_version != ticket.version:
         raise Conflict(
             f"{ticket.public_id} changed since you read it (your version {expected_version}, current {ticket.version}); "
