@@ -35,6 +35,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from omoi_site.db_errors import is_retryable_conflict
 from omoi_site.domain import DomainError, PermissionDenied, is_agent
 from omoi_site.input_limits import MAX_JSON_DEPTH, find_unacceptable_value
 
@@ -392,6 +393,19 @@ class ApiView(APIView):
     throttle_classes = [ApiRateThrottle]
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
+
+    def handle_exception(self, exc):
+        # A deadlock or serialization failure rolled the service's transaction back; the same call almost
+        # always succeeds at once, so it is retried once before the caller sees anything.
+        if is_retryable_conflict(exc) and not getattr(self, "_retried_conflict", False):
+            self._retried_conflict = True
+            logger.warning("REST %s %s: %s; retrying once", self.request.method, self.request.path, type(exc).__name__)
+            handler = getattr(self, self.request.method.lower(), self.http_method_not_allowed)
+            try:
+                return handler(self.request, *self.args, **self.kwargs)
+            except Exception as again:
+                return super().handle_exception(again)
+        return super().handle_exception(exc)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

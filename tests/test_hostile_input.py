@@ -169,3 +169,73 @@ def test_mcp_update_ticket_adds_tags_atomically(mcp_for, transactional_db, workf
     client.call("update_ticket", ticket_id=ticket_id, agent_id="tagger", updates={"add_tags": ["two"]})
 
     assert Ticket.objects.get(pk=int(ticket_id.split("-")[1])).tags == ["one", "two"]
+
+
+# --- a deadlock is retried once by the door, invisibly -----------------------------------------------------
+
+
+def test_rest_retries_a_call_that_postgresql_aborted_as_a_deadlock_victim(
+    transactional_db, workflow, make_agent, caplog
+):
+    """A foreign transaction locks the ticket, the REST call (adding a blocker: workflow lock, then ticket
+    lock) queues behind it, then the foreign transaction asks for the workflow lock: a real deadlock. The
+    REST call waited longer, so PostgreSQL aborts it; the door retries and the caller just sees 201."""
+    import time
+
+    from django.db import connections, transaction
+
+    from tickets.models import TicketDependency
+    from tickets.services import ticket_create
+
+    agent, token = make_agent("alice", workflow)
+    blocked = ticket_create(actor=agent, workflow=workflow, title="Blocked one", description="Waits for the other")
+    blocker = ticket_create(actor=agent, workflow=workflow, title="Blocking one", description="Must be done first")
+    ticket_locked, rest_waiting, outcome = threading.Event(), threading.Event(), {}
+
+    def foreign_transaction():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT id FROM tickets_ticket WHERE id = %s FOR UPDATE", [blocked.id])
+                ticket_locked.set()
+                rest_waiting.wait(30)
+                time.sleep(0.3)  # the REST call has waited longer: PostgreSQL picks it as the victim
+                cursor.execute("SELECT id FROM tickets_workflow WHERE id = %s FOR UPDATE", [workflow.id])
+            outcome["foreign"] = "committed"
+        except Exception as error:  # asserted below: the foreign transaction must not be the victim
+            outcome["foreign"] = repr(error)
+        finally:
+            connection.close()
+
+    def rest_call():
+        try:
+            outcome["response"] = Client().post(
+                f"/api/tickets/{blocked.public_id}/dependencies",
+                json.dumps({"blocked_by_ticket_id": blocker.public_id}),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+        finally:
+            connection.close()
+
+    foreign = threading.Thread(target=foreign_transaction)
+    foreign.start()
+    assert ticket_locked.wait(30)
+    rest = threading.Thread(target=rest_call)
+    rest.start()
+    with connections["default"].cursor() as cursor:
+        for _ in range(300):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0] >= 1:
+                break
+            time.sleep(0.02)
+    rest_waiting.set()
+    foreign.join(60)
+    rest.join(60)
+
+    assert outcome["foreign"] == "committed"  # so the REST call was the deadlock victim, and was retried
+    response = outcome["response"]
+    assert response.status_code == 201, response.content
+    assert TicketDependency.objects.filter(ticket=blocked, blocker=blocker).count() == 1
+    assert any("retrying once" in record.getMessage() for record in caplog.records)
