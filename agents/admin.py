@@ -32,9 +32,10 @@ class SandboxRunInline(ReadOnlyInline):
 
 @admin.register(Agent)
 class AgentAdmin(ServiceAdmin):
+    workflow_lookup = "workflows"
     form = AgentAdminForm
     list_display = ["agent_id", "agent_type", "status", "workflow_list", "last_heartbeat", "created_at"]
-    list_filter = ["agent_type", "status", "workflows"]
+    list_filter = ["agent_type", "status", ("workflows", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["agent_id"]
     inlines = [AgentTokenInline, SandboxRunInline]
     actions = ["issue_token", "revoke_tokens"]
@@ -79,6 +80,7 @@ class AgentAdmin(ServiceAdmin):
 
 @admin.register(AgentToken)
 class AgentTokenAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "prefix", "label", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["revoked_at"]
     exclude = ["token_hash"]
@@ -86,24 +88,27 @@ class AgentTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(AgentEvent)
 class AgentEventAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "event_type", "task", "ticket", "created_at"]
-    list_filter = ["event_type", "agent"]
+    list_filter = ["event_type", ("agent", admin.RelatedOnlyFieldListFilter)]
 
 
 @admin.register(SandboxRun)
 class SandboxRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "agent", "workflow", "task", "template", "provider", "status", "started_at", "ended_at",
                     "sandbox_seconds", "llm_prompt_tokens", "llm_completion_tokens", "llm_cost_usd"]
-    list_filter = ["provider", "status", "workflow", "agent"]
+    list_filter = ["provider", "status", ("workflow", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["agent", "workflow", "task"]
     search_fields = ["sandbox_id", "log_tail", "error"]
 
 
 @admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "key", "tool_name", "created_at"]
 
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    workflow_lookup = None  # worker processes serve every workflow
     list_display = ["worker_name", "beat_at", "started_at", "jobs_run"]
