@@ -219,16 +219,31 @@ class TicketAdminForm(forms.ModelForm):
 
 
 class ChangeStatusForm(forms.Form):
-    """Only the statuses every selected ticket may move to are offered (selectors.common_next_statuses)."""
+    """Only the statuses every selected ticket may move to are offered (selectors.common_next_statuses);
+    posting another one is refused with the reason for each ticket that may not make the move."""
 
-    new_status = forms.ChoiceField(choices=[], label="New status")
+    new_status = forms.ChoiceField(choices=Ticket.Status.choices, label="New status")
     comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), help_text=COMMENT_HELP)
 
-    def __init__(self, *args, statuses=(), **kwargs):
+    def __init__(self, *args, tickets=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["new_status"].choices = [(s, s) for s in statuses]
-        if not statuses:
+        self.tickets = list(tickets)
+        self.offered = selectors.common_next_statuses(tickets=self.tickets)
+        self.fields["new_status"].widget.choices = [(s, s) for s in self.offered]
+        if not self.offered:
             self.fields["new_status"].help_text = "No status is allowed for all the selected tickets; select tickets in the same status."
+
+    def clean_new_status(self):
+        value = self.cleaned_data["new_status"]
+        if value not in self.offered:
+            reasons = []
+            for ticket in self.tickets:
+                moves = selectors.ticket_allowed_moves(ticket=ticket)
+                if value not in moves:
+                    state = f"'{ticket.status}'" + (" and blocked" if ticket.is_blocked else "")
+                    reasons.append(f"{ticket.public_id} is in {state}; allowed next: {', '.join(moves) or 'none'}")
+            raise forms.ValidationError([f"Nothing changed: '{value}' is not allowed for every selected ticket.", *reasons])
+        return value
 
 
 class AssignForm(forms.Form):
@@ -721,7 +736,7 @@ class TicketAdmin(ServiceAdmin):
     def change_status(self, request, queryset):
         return self.bulk_form_action(
             request, queryset, form_class=ChangeStatusForm, title="Change the status of these tickets",
-            form_kwargs={"statuses": selectors.common_next_statuses(tickets=list(queryset))},
+            form_kwargs={"tickets": queryset.order_by("pk")},
             run=lambda ids, data: admin_services.tickets_change_status(
                 actor=request.user, ticket_ids=ids, new_status=data["new_status"], comment=data["comment"]),
             done=lambda n, data, result: f"Moved {n} ticket(s) to {data['new_status']}.",
