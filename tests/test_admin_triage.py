@@ -245,16 +245,43 @@ def test_a_comment_added_on_the_change_page_goes_through_comment_add(client, sta
     assert ticket.version == 1  # a comment alone is not a ticket edit
 
 
-def test_admin_search_uses_the_full_text_search_selector(client, staff, workflow, agent):
-    wanted = _ticket(workflow, agent, title="Websocket reconnect storm after deploy")
-    _ticket(workflow, agent, title="Typo on the pricing page")
+def test_admin_search_ranks_by_meaning_and_an_exact_id_jumps_to_the_ticket(client, staff, workflow, agent):
+    from tickets.embeddings import ticket_embeddings_refresh_batch
+
+    wanted = _ticket(workflow, agent, title="Empty basket shows a server error")
+    noise = [_ticket(workflow, agent, title="Error in the nightly report e-mail"),
+             _ticket(workflow, agent, title="Typo on the pricing page error banner")]
+    ticket_embeddings_refresh_batch(ticket_ids=[wanted.pk] + [t.pk for t in noise])
     client.force_login(staff)
 
-    by_words = client.get(reverse(CHANGELIST), {"q": "reconnect storm"})
-    by_id = client.get(reverse(CHANGELIST), {"q": wanted.public_id})
+    by_words = client.get(reverse(CHANGELIST), {"q": "empty basket error"})
+    by_id = client.get(reverse(CHANGELIST), {"q": wanted.public_id.lower()})
 
-    assert [t.pk for t in by_words.context["cl"].result_list] == [wanted.pk]
-    assert [t.pk for t in by_id.context["cl"].result_list] == [wanted.pk]
+    assert by_words.context["cl"].result_list[0].pk == wanted.pk
+    assert by_id.status_code == 302 and by_id.url == reverse("admin:tickets_ticket_change", args=[wanted.pk])
+
+
+def test_the_add_page_warns_about_similar_tickets_before_filing(client, staff, workflow, agent):
+    from tickets.embeddings import ticket_embeddings_refresh_batch
+
+    existing = _ticket(workflow, agent, title="Login times out after five minutes")
+    ticket_embeddings_refresh_batch(ticket_ids=[existing.pk])
+    client.force_login(staff)
+    data = {"workflow": workflow.pk, "title": "Users get logged out after five minutes",
+            "description": "Sessions expire far too early for users.", "ticket_type": "bug", "priority": "medium",
+            "assigned_agent": "", "parent": "", "tags": ""}
+
+    warned = client.post(reverse("admin:tickets_ticket_add"), data)
+
+    assert warned.status_code == 200 and 'id="similar-warning"' in warned.content.decode()
+    assert f"{existing.public_id}</a> “Login times out after five minutes”" in warned.content.decode()
+    assert Ticket.objects.count() == 1
+    signature = warned.context["adminform"].form["similar_checked"].value()
+
+    filed = client.post(reverse("admin:tickets_ticket_add"), {**data, "similar_checked": signature}, follow=True)
+
+    assert filed.status_code == 200
+    assert Ticket.objects.filter(title="Users get logged out after five minutes").count() == 1
 
 
 def test_history_is_written_as_sentences_and_comments_are_read_only_on_the_change_page(client, staff, workflow, agent):

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.db.models import Case, IntegerField, Value, When
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,9 +31,9 @@ from tickets import admin_services, selectors, services
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
 try:  # the search selector (tickets/search.py); the admin falls back to search_fields without it
-    from tickets.search import similar_tickets, ticket_search
+    from tickets.search import possible_duplicates, similar_tickets, ticket_search
 except ImportError:  # pragma: no cover - depends on another issue's module
-    similar_tickets = ticket_search = None
+    possible_duplicates = similar_tickets = ticket_search = None
 
 SIMILAR_ROW = (
     '<li><a href="{}">{}</a> {} <span class="omoi-muted">({}, similarity {})</span> '
@@ -198,11 +199,40 @@ class TicketAdminForm(forms.ModelForm):
         if self.instance.pk and "expected_version" in self.fields:
             self.fields["expected_version"].initial = self.instance.version
 
+    similar_checked = forms.CharField(required=False, widget=forms.HiddenInput)
+
     def clean(self):
+        data = super().clean()
+        if self.instance.pk is None:
+            self._warn_about_similar(data)
+            return data
+        return self._refuse_stale_edit(data)
+
+    def _warn_about_similar(self, data) -> None:
+        """Before a new ticket is filed: the duplicate check agents get from create_ticket. The first save
+        lists the similar tickets; saving again files it anyway."""
+        workflow, title = data.get("workflow"), data.get("title")
+        if workflow is None or not title or possible_duplicates is None:
+            return
+        signature = f"{workflow.pk}:{title.strip()}"
+        if data.get("similar_checked") == signature:
+            return
+        found = possible_duplicates(workflow=workflow, title=title, description=data.get("description") or "")
+        if not found:
+            return
+        self.data = self.data.copy()
+        self.data["similar_checked"] = signature
+        rows = format_html_join("", '<li><a href="{}" target="_blank">{}</a> “{}” ({}, similarity {})</li>', (
+            (reverse("admin:tickets_ticket_change", args=[int(r["ticket_id"].split("-")[1])]), r["ticket_id"], r["title"],
+             r["status"], r["similarity"]) for r in found))
+        raise forms.ValidationError(format_html(
+            '<span id="similar-warning">This looks like {} existing ticket(s):</span><ul>{}</ul>'
+            "Open one to comment on it instead, or press Save again to file this ticket anyway.", len(found), rows))
+
+    def _refuse_stale_edit(self, data):
         """A stale edit (someone changed the ticket after this form was read) is sent back with what was
         typed kept and the other change shown beside it; saving again applies the typed values on top.
         (ticket_update checks the version again under lock, so a race still ends in a clear refusal.)"""
-        data = super().clean()
         expected = data.get("expected_version")
         if self.instance.pk and expected is not None and expected != self.instance.version:
             current = [f"{name.replace('_', ' ')}: “{_short(getattr(self.instance, name), 80)}”" for name in self.changed_data
@@ -482,7 +512,7 @@ class TicketAdmin(ServiceAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return [(None, {"fields": list(ADD_FORM_FIELDS)})]
+            return [(None, {"fields": [*ADD_FORM_FIELDS, "similar_checked"]})]
         return [
             (None, {"fields": ["title", ("priority", "ticket_type", "assigned_agent"), "description", ("parent", "tags"), "expected_version"]}),
             ("State and provenance", {"classes": ["collapse"], "fields": [*self.state_fields, "workflow", "created_by", "created_at", "updated_at"]}),
@@ -665,7 +695,17 @@ class TicketAdmin(ServiceAdmin):
 
     # -- search through the search selector --
 
+    def changelist_view(self, request, extra_context=None):
+        match = PUBLIC_ID.match(request.GET.get("q", ""))
+        if match and match.group(1).upper() == "TKT":  # an exact ticket id jumps to the ticket
+            ticket = self.get_queryset(request).filter(pk=int(match.group(2))).first()
+            if ticket is not None:
+                return HttpResponseRedirect(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+        return super().changelist_view(request, extra_context)
+
     def get_search_results(self, request, queryset, search_term):
+        """Hybrid search (meaning + words, tickets.search.ticket_search) ranked by relevance, unless the
+        user sorts by a column."""
         term = search_term.strip()
         if not term:
             return queryset, False
@@ -677,11 +717,16 @@ class TicketAdmin(ServiceAdmin):
         allowed = selectors.workflow_ids_for(request.user)
         workflow_ids = list(Workflow.objects.values_list("id", flat=True)) if allowed is None else sorted(allowed)
         try:
-            results = ticket_search(workflow_ids=workflow_ids, query=term, search_type="keyword", limit=50)
+            results = ticket_search(workflow_ids=workflow_ids, query=term, search_type="hybrid", limit=50)
         except DomainError as error:
             self.message_user(request, error.message, messages.WARNING)
             return queryset.none(), False
-        return queryset.filter(pk__in=[int(r["ticket_id"].split("-")[1]) for r in results]), False
+        ranked = [int(r["ticket_id"].split("-")[1]) for r in results]
+        queryset = queryset.filter(pk__in=ranked)
+        if ranked and not request.GET.get("o"):
+            rank = Case(*[When(pk=pk, then=Value(position)) for position, pk in enumerate(ranked)], output_field=IntegerField())
+            queryset = queryset.annotate(search_rank=rank).order_by("search_rank")
+        return queryset, False
 
     # -- writes through the services --
 
