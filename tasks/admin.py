@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from omoi_site.domain import DomainError
 from tasks import services
 from tasks.models import Discovery, Task, TaskEvent
-from tickets.admin import ReadOnlyAdmin, ReadOnlyInline
+from tickets.admin import ReadOnlyAdmin, ReadOnlyInline, run_links
 
 
 class TaskEventInline(ReadOnlyInline):
@@ -73,7 +73,8 @@ class TaskAdmin(ReadOnlyAdmin):
             except DomainError as error:
                 self.message_user(request, f"{task.public_id} not launched: {error.message}", messages.ERROR)
             else:
-                self.message_user(request, f"{task.public_id}: launched {run.agent_id} (run {run.pk}).", messages.SUCCESS)
+                self.message_user(request, format_html("{}: launched {}: follow {}.", task.public_id, run.agent_id, run_links([run])),
+                                  messages.SUCCESS)
 
     @admin.action(description="Cancel selected tasks")
     def cancel(self, request, queryset):

@@ -183,6 +183,10 @@ class LaunchWorkerForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["template"].choices = [(name, name) for name in TEMPLATES]
+        self.isolation_warning = (
+            "the local sandbox provider runs each worker as a plain process on this machine, with this machine's "
+            "access (development only). Set DAYTONA_API_KEY for isolated sandboxes."
+        ) if settings.SANDBOX_PROVIDER == "local" else ""
 
 
 class TicketAdminForm(forms.ModelForm):
