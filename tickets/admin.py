@@ -339,7 +339,9 @@ class TicketCommentInlineForm(forms.ModelForm):
     class Meta:
         model = TicketComment
         fields = ["comment_type", "text"]
-        widgets = {"text": forms.Textarea(attrs={"rows": 2, "cols": 70})}
+        # a tabular inline labels its columns, not its inputs: name them for screen readers
+        widgets = {"text": forms.Textarea(attrs={"rows": 2, "cols": 70, "aria-label": "New comment"}),
+                   "comment_type": forms.Select(attrs={"aria-label": "Comment type"})}
 
 
 # --- inlines ---------------------------------------------------------------------------------------
