@@ -884,9 +884,22 @@ class TicketCommentAdmin(ReadOnlyAdmin):
 @admin.register(TicketEvent)
 class TicketEventAdmin(ReadOnlyAdmin):
     workflow_lookup = "ticket__workflow"
-    list_display = ["ticket", "event_type", "field", "actor_agent", "actor_user", "created_at"]
+    list_display = ["ticket", "event_type", "who", "field", "old", "new", "created_at"]
     list_filter = ["event_type"]
+    list_select_related = ["ticket", "actor_user"]
     search_fields = ["comment"]
+
+    @admin.display(description="by")
+    def who(self, row):
+        return _actor(row)
+
+    @admin.display(description="old")
+    def old(self, row):
+        return _short(row.old_value, 40)
+
+    @admin.display(description="new")
+    def new(self, row):
+        return _short(row.new_value, 40)
 
 
 @admin.register(CommitLink)
