@@ -2,8 +2,13 @@
 agents.services (status is read-only: agents and the sandbox runner set it); tokens are issued and
 revoked with actions — a new token is shown once, in the success message."""
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from agents import services
 from agents.models import Agent, AgentEvent, AgentToken, IdempotencyRecord, SandboxRun, WorkerHeartbeat
@@ -32,9 +37,10 @@ class SandboxRunInline(ReadOnlyInline):
 
 @admin.register(Agent)
 class AgentAdmin(ServiceAdmin):
+    workflow_lookup = "workflows"
     form = AgentAdminForm
     list_display = ["agent_id", "agent_type", "status", "workflow_list", "last_heartbeat", "created_at"]
-    list_filter = ["agent_type", "status", "workflows"]
+    list_filter = ["agent_type", "status", ("workflows", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["agent_id"]
     inlines = [AgentTokenInline, SandboxRunInline]
     actions = ["issue_token", "revoke_tokens"]
@@ -79,6 +85,7 @@ class AgentAdmin(ServiceAdmin):
 
 @admin.register(AgentToken)
 class AgentTokenAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "prefix", "label", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["revoked_at"]
     exclude = ["token_hash"]
@@ -86,24 +93,80 @@ class AgentTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(AgentEvent)
 class AgentEventAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "event_type", "task", "ticket", "created_at"]
-    list_filter = ["event_type", "agent"]
+    list_filter = ["event_type", ("agent", admin.RelatedOnlyFieldListFilter)]
+
+
+ERROR_LINE = re.compile(r"(error|exception|traceback|failed)", re.IGNORECASE)
 
 
 @admin.register(SandboxRun)
 class SandboxRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "agent", "workflow", "task", "template", "provider", "status", "started_at", "ended_at",
-                    "sandbox_seconds", "llm_prompt_tokens", "llm_completion_tokens", "llm_cost_usd"]
-    list_filter = ["provider", "status", "workflow", "agent"]
-    list_select_related = ["agent", "workflow", "task"]
+    """Runs at a glance (status, duration, cost, ticket); the run page shows the log tail monospace with
+    error lines highlighted, reloads itself while the run is active, and warns when the local provider
+    (no isolation) ran it."""
+
+    list_display = ["id", "status_badge", "ticket_link", "agent", "template", "provider", "duration", "cost", "created_at"]
+    list_filter = ["provider", "status", ("workflow", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["agent", "workflow", "task", "ticket"]
     search_fields = ["sandbox_id", "log_tail", "error"]
+    fields = ["status_badge", "isolation", "agent", "workflow", "ticket_link", "task", "template", "provider", "sandbox_id",
+              "created_at", "started_at", "ended_at", "duration", "exit_code", "llm_prompt_tokens", "llm_completion_tokens",
+              "cost", "error", "log"]
+    readonly_fields = fields
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        css = {"succeeded": "done", "failed": "blocked-run", "running": "building", "provisioning": "analyzing"}.get(obj.status, "backlog")
+        return format_html('<span class="omoi-badge omoi-status-{}">{}</span>', css, obj.status)
+
+    @admin.display(description="ticket", ordering="ticket_id")
+    def ticket_link(self, obj):
+        if not obj.ticket_id:
+            return "—"
+        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
+
+    @admin.display(description="duration", ordering="sandbox_seconds")
+    def duration(self, obj):
+        if obj.started_at and not obj.ended_at:
+            return f"{(timezone.now() - obj.started_at).total_seconds():.0f} s so far"
+        return f"{obj.sandbox_seconds:.1f} s" if obj.sandbox_seconds else "—"
+
+    @admin.display(description="cost", ordering="llm_cost_usd")
+    def cost(self, obj):
+        tokens = obj.llm_prompt_tokens + obj.llm_completion_tokens
+        return f"${obj.llm_cost_usd:.4f} · {tokens} tokens"
+
+    @admin.display(description="isolation")
+    def isolation(self, obj):
+        if obj.provider == SandboxRun.Provider.LOCAL:
+            return format_html('<p class="omoi-warning" role="note"><strong>NOT isolated:</strong> {}</p>',
+                               "the local provider ran this worker as a plain process on this machine (development only).")
+        return "Daytona sandbox"
+
+    @admin.display(description="log tail")
+    def log(self, obj):
+        if not obj.log_tail:
+            return "—"
+        highlighted = format_html_join("", "{}", (
+            (format_html('<span class="omoi-error-line">{}</span>', line) if ERROR_LINE.search(line) else format_html("{}\n", line),)
+            for line in obj.log_tail.splitlines()))
+        return format_html('<pre class="omoi-log">{}</pre>', highlighted)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        active = run is not None and run.status in (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "auto_refresh_seconds": 5 if active else None})
 
 
 @admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(ReadOnlyAdmin):
+    workflow_lookup = "agent__workflows"
     list_display = ["agent", "key", "tool_name", "created_at"]
 
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    workflow_lookup = None  # worker processes serve every workflow
     list_display = ["worker_name", "beat_at", "started_at", "jobs_run"]

@@ -2,7 +2,7 @@
 
 from rest_framework import authentication, exceptions
 
-from agents import selectors
+from agents import selectors, services
 
 
 class AgentTokenAuthentication(authentication.BaseAuthentication):
@@ -28,6 +28,7 @@ class AgentTokenAuthentication(authentication.BaseAuthentication):
                 "Unknown, expired or revoked agent token. Ask an operator to run "
                 "`manage.py create_agent <agent_id> --workflow <slug>` for a new one."
             )
+        services.agent_token_mark_used(raw_token=raw_token)
         return (agent, raw_token)
 
     def authenticate_header(self, request):

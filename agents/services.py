@@ -6,6 +6,7 @@ import secrets
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent, AgentEvent, AgentToken
@@ -49,9 +50,26 @@ def agent_token_issue(*, agent: Agent, label: str = "", ttl_seconds: int | None 
 
 
 @transaction.atomic
-def agent_tokens_revoke(*, agent: Agent) -> int:
-    """Revoke every live token of the agent; returns how many were revoked."""
-    return AgentToken.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def agent_tokens_revoke(*, agent: Agent, label: str | None = None) -> int:
+    """Revoke every live token of the agent (only those with this label when given); returns how many."""
+    tokens = AgentToken.objects.filter(agent=agent, revoked_at__isnull=True)
+    if label is not None:
+        tokens = tokens.filter(label=label)
+    return tokens.update(revoked_at=timezone.now())
+
+
+TOKEN_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def agent_token_mark_used(*, raw_token: str) -> bool:
+    """Record when a token was last used, at most once a minute per token (one conditional UPDATE, so a
+    busy agent does not write on every request). Returns whether a row was written."""
+    now = timezone.now()
+    return bool(
+        AgentToken.objects.filter(token_hash=hash_token(raw_token))
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - TOKEN_LAST_USED_RESOLUTION))
+        .update(last_used_at=now)
+    )
 
 
 def agent_event_record(

@@ -18,7 +18,7 @@ class MessageReceiptInline(ReadOnlyInline):
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "workflow", "sender", "to", "message_type", "short_body", "ticket", "created_at"]
-    list_filter = ["message_type", "workflow", "sender"]
+    list_filter = ["message_type", ("workflow", admin.RelatedOnlyFieldListFilter), ("sender", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["workflow", "ticket"]
     search_fields = ["body", "thread_id"]
     inlines = [MessageReceiptInline]
@@ -34,14 +34,15 @@ class MessageAdmin(ReadOnlyAdmin):
 
 @admin.register(MessageReceipt)
 class MessageReceiptAdmin(ReadOnlyAdmin):
+    workflow_lookup = "message__workflow"
     list_display = ["message", "agent", "delivered_at", "read_at"]
-    list_filter = ["agent"]
+    list_filter = [("agent", admin.RelatedOnlyFieldListFilter)]
 
 
 @admin.register(Handoff)
 class HandoffAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "task_link", "from_agent", "to_agent", "status", "created_at", "responded_at"]
-    list_filter = ["status", "workflow"]
+    list_filter = ["status", ("workflow", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["reason", "response_note"]
 
     @admin.display(description="id", ordering="id")

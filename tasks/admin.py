@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from omoi_site.domain import DomainError
 from tasks import services
 from tasks.models import Discovery, Task, TaskEvent
-from tickets.admin import ReadOnlyAdmin, ReadOnlyInline
+from tickets.admin import ReadOnlyAdmin, ReadOnlyInline, run_links
 
 
 class TaskEventInline(ReadOnlyInline):
@@ -30,7 +30,8 @@ class DiscoveryInline(ReadOnlyInline):
 class TaskAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "ticket_link", "task_type", "priority", "status", "claimed_by", "assigned_agent",
                     "lease_expires_at", "attempts", "updated_at"]
-    list_filter = ["status", "priority", "task_type", "claimed_by", "workflow"]
+    list_filter = ["status", "priority", "task_type", ("claimed_by", admin.RelatedOnlyFieldListFilter),
+                   ("workflow", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["ticket", "claimed_by", "assigned_agent"]
     search_fields = ["description"]
     inlines = [TaskEventInline, DiscoveryInline]
@@ -72,7 +73,8 @@ class TaskAdmin(ReadOnlyAdmin):
             except DomainError as error:
                 self.message_user(request, f"{task.public_id} not launched: {error.message}", messages.ERROR)
             else:
-                self.message_user(request, f"{task.public_id}: launched {run.agent_id} (run {run.pk}).", messages.SUCCESS)
+                self.message_user(request, format_html("{}: launched {}: follow {}.", task.public_id, run.agent_id, run_links([run])),
+                                  messages.SUCCESS)
 
     @admin.action(description="Cancel selected tasks")
     def cancel(self, request, queryset):
@@ -81,6 +83,7 @@ class TaskAdmin(ReadOnlyAdmin):
 
 @admin.register(Discovery)
 class DiscoveryAdmin(ReadOnlyAdmin):
+    workflow_lookup = "source_task__workflow"
     list_display = ["id", "source_task", "discovery_type", "resolution_status", "spawned_task", "recorded_by_agent", "created_at"]
     list_filter = ["discovery_type", "resolution_status"]
     search_fields = ["description"]
@@ -88,5 +91,6 @@ class DiscoveryAdmin(ReadOnlyAdmin):
 
 @admin.register(TaskEvent)
 class TaskEventAdmin(ReadOnlyAdmin):
+    workflow_lookup = "task__workflow"
     list_display = ["task", "event_type", "old_status", "new_status", "actor_agent", "actor_user", "created_at"]
     list_filter = ["event_type"]

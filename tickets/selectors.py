@@ -10,14 +10,40 @@ from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEven
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
 
 
+STAFF_WORKFLOW_GROUP_PREFIX = "workflow:"
+
+
 def workflow_ids_for(actor) -> set[int] | None:
-    """Workflows the actor may see; None means all: staff users, and the system itself (actor=None, used
-    only by background jobs — every door passes an authenticated agent or user)."""
+    """Workflows the actor may see; None means all: superusers, staff users not limited to workflows, and
+    the system itself (actor=None, used only by background jobs — every door passes an authenticated agent
+    or user).
+
+    A non-superuser staff user who belongs to one or more auth groups named `workflow:<slug>` is limited
+    to those workflows in every door (admin, dashboards, REST). Non-staff users see nothing.
+    """
     if actor is None:
         return None
     if is_agent(actor):
         return set(actor.workflows.values_list("id", flat=True))
-    return None if getattr(actor, "is_staff", False) else set()
+    if not getattr(actor, "is_staff", False):
+        return set()
+    if getattr(actor, "is_superuser", False):
+        return None
+    slugs = [name[len(STAFF_WORKFLOW_GROUP_PREFIX):] for name in actor.groups.filter(
+        name__startswith=STAFF_WORKFLOW_GROUP_PREFIX).values_list("name", flat=True)]
+    if not slugs:
+        return None
+    return set(Workflow.objects.filter(slug__in=slugs).values_list("id", flat=True))
+
+
+def scoped_to_actor(queryset: QuerySet, *, actor, workflow_lookup: str | None) -> QuerySet:
+    """`queryset` narrowed to the workflows the actor may see, following `workflow_lookup` (e.g.
+    "workflow", "ticket__workflow", "workflows", "pk" for workflows themselves); None = not scoped."""
+    allowed = workflow_ids_for(actor)
+    if allowed is None or workflow_lookup is None:
+        return queryset
+    lookup = "pk__in" if workflow_lookup == "pk" else f"{workflow_lookup}__in"
+    return queryset.filter(**{lookup: allowed}).distinct()
 
 
 def can_access_workflow(actor, workflow_id: int) -> bool:
@@ -98,6 +124,36 @@ def ticket_list(
     total = queryset.count()
     page = list(queryset.order_by(f"{prefix}{field}", f"{prefix}id")[offset : offset + limit])
     return page, total
+
+
+def common_next_statuses(*, tickets: list[Ticket]) -> list[str]:
+    """The statuses every one of `tickets` may move to next (status machine order); a blocked ticket may
+    only go back to backlog until its blockers are resolved."""
+    order = list(Ticket.Status.values)
+    common = None
+    for ticket in tickets:
+        allowed = set(ticket_allowed_moves(ticket=ticket))
+        common = allowed if common is None else common & allowed
+    return [status for status in order if status in (common or set())]
+
+
+def ticket_allowed_moves(*, ticket: Ticket) -> list[str]:
+    """Next statuses the service will accept for this ticket now (TRANSITIONS, narrowed by the blocked overlay)."""
+    allowed = set(ticket.allowed_next_statuses())
+    if ticket.is_blocked:
+        allowed &= {Ticket.Status.BACKLOG.value}
+    return [status for status in Ticket.Status.values if status in allowed]
+
+
+def blocker_candidates(*, ticket: Ticket, limit: int = 200) -> list[Ticket]:
+    """Open tickets of the same workflow that could block `ticket` (not itself, not already a blocker)."""
+    return list(
+        Ticket.objects.filter(workflow_id=ticket.workflow_id)
+        .exclude(pk=ticket.pk)
+        .exclude(status=Ticket.Status.DONE)
+        .exclude(blocking_links__ticket=ticket)
+        .order_by("-priority_rank", "id")[:limit]
+    )
 
 
 def ticket_blockers(*, ticket: Ticket) -> list[Ticket]:

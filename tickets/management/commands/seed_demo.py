@@ -37,5 +37,7 @@ class Command(BaseCommand):
         self.stdout.write(f"staff login: {login_note}")
         for agent_id, agent_type in DEMO_AGENTS:
             agent = agent_services.agent_create_or_update(agent_id=agent_id, workflows=[workflow], agent_type=agent_type)
+            # the tokens of the previous seed are replaced, so they stop working
+            agent_services.agent_tokens_revoke(agent=agent, label="seed_demo")
             token = agent_services.agent_token_issue(agent=agent, label="seed_demo")
             self.stdout.write(f"agent {agent_id:<14} token {token}")
