@@ -3,8 +3,13 @@
 Services call `publish_on_commit(...)` inside their transaction; the event goes to the Channels groups
 only after the transaction commits (nothing is published if it rolls back). Group names:
 `workflow.<slug>`, `ticket.<TKT-n>`, `agent.<agent_id>`. Every message has the same envelope:
-`{"type": "omoi.event", "event": "<name>", "workflow": slug, "ticket": id|None, "agents": [...],
+`{"type": "omoi.event", "id": n, "event": "<name>", "workflow": slug, "ticket": id|None, "agents": [...],
 "payload": {...}, "at": iso8601}`. Consumers forward it to their sockets after filtering.
+
+`id` is monotonic: each event is also written as a `collaboration.EventRecord` row in the publishing
+transaction (so a rolled-back change leaves neither a row nor an event), and `events_since()` replays
+what a socket missed. Ids are allocated at insert time, so two transactions committing out of order can
+deliver a lower id after a higher one; clients keep the highest id seen and de-duplicate by id.
 """
 
 from __future__ import annotations
@@ -75,8 +80,11 @@ def publish_on_commit(
     """Queue one event for the workflow group, the ticket group (if any) and each listed agent's group."""
     if event not in EVENT_NAMES:
         raise ValueError(f"unknown event name {event}")
+    from collaboration.models import EventRecord
+
     message = {
         "type": "omoi.event",
+        "id": None,
         "event": event,
         "workflow": workflow,
         "ticket": ticket,
@@ -88,7 +96,28 @@ def publish_on_commit(
     if ticket:
         groups.append(ticket_group(ticket))
     groups.extend(agent_group(agent_id) for agent_id in dict.fromkeys(agents))
+    record = EventRecord.objects.create(event=event, workflow=workflow, ticket=ticket or "", groups=groups, envelope=message)
+    message["id"] = record.id  # the stored envelope carries no id; replays add the row's id
     transaction.on_commit(lambda: _send(groups, message))
+
+
+REPLAY_LIMIT = 1000
+
+
+def events_since(*, groups: list[str], since_id: int, limit: int = REPLAY_LIMIT) -> list[dict]:
+    """The envelopes of events after `since_id` that went to any of `groups`, oldest first (at most
+    `limit`; a client further behind reloads the page)."""
+    from collaboration.models import EventRecord
+
+    rows = EventRecord.objects.filter(id__gt=since_id, groups__overlap=list(groups)).order_by("id")[:limit]
+    return [{**row.envelope, "id": row.id} for row in rows.only("id", "envelope")]
+
+
+def latest_event_id() -> int:
+    """The highest event id so far (0 when none): a page rendered now continues from here."""
+    from collaboration.models import EventRecord
+
+    return EventRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 class _PublisherLoop:
@@ -121,7 +150,7 @@ def _send(groups: list[str], message: dict) -> None:
     if layer is None:
         return
     try:
-        if settings.CHANNEL_LAYER_KIND == "redis":
+        if settings.CHANNEL_LAYER_KIND in ("redis", "postgres"):
             future = asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _publisher.loop())
             future.result(timeout=10)
         else:  # the in-memory layer's queues belong to the server's own loop
