@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from omoi_site.domain import DomainError
-from omoi_site.events import EVENT_NAMES, agent_group, ticket_group, workflow_group
+from omoi_site.events import EVENT_NAMES, agent_group, relay, ticket_group, workflow_group
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
     allowed_workflows: set[str] | None  # None: every workflow
 
     async def _join(self, groups: list[str]) -> None:
+        if settings.CHANNEL_LAYER_KIND == "in-memory":
+            relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
         self.groups_joined = list(dict.fromkeys(groups))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)

@@ -23,7 +23,7 @@ import threading
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,16 @@ def publish_on_commit(
     groups.extend(agent_group(agent_id) for agent_id in dict.fromkeys(agents))
     record = EventRecord.objects.create(event=event, workflow=workflow, ticket=ticket or "", groups=groups, envelope=message)
     message["id"] = record.id  # the stored envelope carries no id; replays add the row's id
+    if settings.CHANNEL_LAYER_KIND == "in-memory":
+        # No shared layer: the web processes' relays pick the row up (NOTIFY is delivered at commit only).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [RELAY_CHANNEL, str(record.id)])
+        return
     transaction.on_commit(lambda: _send(groups, message))
 
 
 REPLAY_LIMIT = 1000
+RELAY_CHANNEL = "omoi_events"
 
 
 def events_since(*, groups: list[str], since_id: int, limit: int = REPLAY_LIMIT) -> list[dict]:
@@ -162,3 +168,80 @@ def _send(groups: list[str], message: dict) -> None:
 async def _send_all(layer, groups: list[str], message: dict) -> None:
     # A broadcast names every agent of the workflow: send to the groups concurrently, not one by one.
     await asyncio.gather(*(layer.group_send(group, message) for group in groups))
+
+
+class EventRelay:
+    """Without Redis: delivers every EventRecord — whichever process wrote it (web, background worker,
+    a management command) — to this process's in-memory channel layer.
+
+    One asyncio task per web process, started by the first websocket: LISTEN on `omoi_events`, and on
+    each notification (or every few seconds, in case one was missed while reconnecting) send the rows after
+    the last relayed id to their groups. A lost database connection is retried; nothing is skipped because
+    the position is an event id, not a notification.
+    """
+
+    POLL_SECONDS = 5
+
+    def __init__(self):
+        self._task = None
+        self._loop = None
+
+    def ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._task = loop.create_task(self._run(), name="omoi-event-relay")
+
+    async def _run(self) -> None:
+        import psycopg
+        from asgiref.sync import sync_to_async
+
+        last_id = await sync_to_async(latest_event_id)()
+        while True:
+            try:
+                conninfo = await sync_to_async(_conninfo)()
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
+                    await listener.execute(f"LISTEN {RELAY_CHANNEL}")
+                    while True:
+                        last_id = await self._relay_after(last_id)
+                        async for _ in listener.notifies(timeout=self.POLL_SECONDS, stop_after=1):
+                            pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event relay lost its database connection; retrying", exc_info=True)
+                await asyncio.sleep(1)
+
+    async def _relay_after(self, last_id: int) -> int:
+        from asgiref.sync import sync_to_async
+
+        layer = get_channel_layer()
+        while True:
+            rows = await sync_to_async(_records_after)(last_id)
+            if not rows:
+                return last_id
+            for record_id, groups, envelope in rows:
+                await _send_all(layer, groups, {**envelope, "id": record_id})
+                last_id = record_id
+
+
+def _records_after(last_id: int) -> list[tuple[int, list[str], dict]]:
+    from collaboration.models import EventRecord
+
+    try:
+        return list(EventRecord.objects.filter(id__gt=last_id).order_by("id").values_list("id", "groups", "envelope")[:500])
+    finally:
+        connection.close()
+
+
+def _conninfo() -> str:
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    connection.close()
+    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+relay = EventRelay()

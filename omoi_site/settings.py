@@ -58,7 +58,6 @@ INSTALLED_APPS = [
     "channels",
     "mcp_server",
     "django_tasks_db",
-    "channels_postgres",  # the channel layer of the default set-up (no Redis); its tables are harmless otherwise
     "tickets",
     "tasks",
     "collaboration",
@@ -156,17 +155,10 @@ if REDIS_URL:
         }
     }
     CHANNEL_LAYER_KIND = "redis"
-elif os.environ.get("CHANNEL_LAYER", "postgres") == "postgres":
-    # The default (no Redis): the channel layer lives in the same PostgreSQL (LISTEN/NOTIFY), so events the
-    # background worker publishes reach the web process's sockets. `CHANNEL_LAYER=memory` for one process.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_postgres.core.PostgresChannelLayer",
-                                  "CONFIG": {
-        **{key: value for key, value in DATABASES["default"].items() if key not in ("OPTIONS", "TEST", "CONN_MAX_AGE")},
-        "OPTIONS": {key: value for key, value in DATABASES["default"].get("OPTIONS", {}).items() if key != "pool"},
-        "PSYCOPG_OPTIONS": {"min_size": 1, "max_size": 8},
-    }}}
-    CHANNEL_LAYER_KIND = "postgres"
 else:
+    # No Redis: an in-memory layer per process, fed by the event log. Every event is an EventRecord row plus
+    # a NOTIFY in the publishing transaction; each web process LISTENs and relays the rows to its sockets,
+    # so events the background worker publishes reach the dashboards too (omoi_site.events.EventRelay).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CHANNEL_LAYER_KIND = "in-memory"
 
