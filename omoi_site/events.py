@@ -90,6 +90,7 @@ def publish_on_commit(
         "ticket": ticket,
         "agents": list(agents),
         "payload": payload,
+        "text": event_sentence(event, ticket, payload),
         "at": timezone.now().isoformat(),
     }
     groups = [workflow_group(workflow)]
@@ -104,6 +105,71 @@ def publish_on_commit(
             cursor.execute("SELECT pg_notify(%s, %s)", [RELAY_CHANNEL, str(record.id)])
         return
     transaction.on_commit(lambda: _send(groups, message))
+
+
+def event_sentence(event: str, ticket: str | None, payload: dict) -> str:
+    """The event as one sentence for people (dashboard feeds). Computed once, at publish, and stored in the
+    envelope, so a page's first render and its live updates read the same words."""
+    p = payload or {}
+    by = f" by {p['by']}" if p.get("by") else ""
+    if event == "message.sent":
+        verb = {"question": "asked", "warning": "warned", "discovery": "shared a discovery with"}.get(p.get("message_type"), "told")
+        to = "everyone" if p.get("to") == "*" else p.get("to")
+        return f"{p.get('from')} {verb} {to}: “{p.get('message', '')}”"
+    if event == "handoff.requested":
+        return f"{p.get('from_agent_id')} asked {p.get('to_agent_id')} to take over {p.get('task_id')}: {p.get('reason', '')}"
+    if event in ("handoff.accepted", "handoff.declined"):
+        return f"{p.get('to_agent_id')} {event.split('.')[1]} the hand-off of {p.get('task_id')} from {p.get('from_agent_id')}."
+    if event == "discovery.recorded":
+        return f"{p.get('recorded_by') or 'An agent'} found a {str(p.get('discovery_type', '')).replace('_', ' ')}: {p.get('description', '')}"
+    if event == "ticket.created":
+        return f"{ticket} was created{by}: {p.get('title', '')}"
+    if event == "ticket.status_changed":
+        return f"{ticket} moved from {p.get('old_status') or '?'} to {p.get('status')}{by}."
+    if event == "ticket.resolved":
+        return f"{ticket} was resolved{by}."
+    if event == "ticket.unblocked":
+        return f"{ticket} is no longer blocked" + (f" ({p['unblocked_by']} is done)." if p.get("unblocked_by") else ".")
+    if event == "ticket.blocked":
+        return f"{ticket} is blocked" + (f" by {p['blocked_by']}." if p.get("blocked_by") else ".")
+    if event == "ticket.commented":
+        return f"{p.get('author') or 'Someone'} commented on {ticket}: {p.get('text', '')}"
+    if event == "ticket.updated":
+        changed = ", ".join(p.get("changed") or []) or "details"
+        return f"{ticket} was updated ({changed})" + (f"; blocked by {p['blocked_by']}." if p.get("blocked_by") else ".")
+    if event.startswith("task."):
+        verb = {"task.created": "was created", "task.claimed": "was claimed", "task.released": "was released",
+                "task.status_changed": f"is now {p.get('status')}"}.get(event, event.split(".")[1])
+        who = f" by {p['claimed_by']}" if event == "task.claimed" and p.get("claimed_by") else ""
+        return f"{p.get('task_id')} on {ticket} {verb}{who}."
+    if event == "sandbox.started":
+        return f"A {p.get('provider', '')} sandbox started for {p.get('agent_id', '?')}" + (f" on {p['task_id']}." if p.get("task_id") else ".")
+    if event == "sandbox.finished":
+        return (f"The sandbox of {p.get('agent_id', '?')} finished: {p.get('status')} after {p.get('sandbox_seconds', 0)} s, "
+                f"{p.get('llm_tokens', 0)} tokens.")
+    if event == "agent.event":
+        return f"{p.get('agent_id')} reported {str(p.get('event_type', '')).replace('_', ' ')}" + (f" on {p['task_id']}." if p.get("task_id") else ".")
+    return f"{event} {ticket or ''}".strip()
+
+
+def event_feed(*, workflow: str | None = None, ticket: str | None = None, events: tuple[str, ...] = (), limit: int = 60) -> list[dict]:
+    """The newest events of a workflow (or of one ticket) as the envelopes sockets carry, newest first:
+    the feed's first render, so a reload shows exactly what was shown live."""
+    from collaboration.models import EventRecord
+
+    rows = EventRecord.objects.all()
+    if workflow:
+        rows = rows.filter(workflow=workflow)
+    if ticket:
+        rows = rows.filter(ticket=ticket)
+    if events:
+        from django.db.models import Q
+
+        query = Q()
+        for prefix in events:  # 'sandbox.' matches every sandbox event
+            query |= Q(event__startswith=prefix)
+        rows = rows.filter(query)
+    return [{**row.envelope, "id": row.id} for row in rows.order_by("-id").only("id", "envelope")[:limit]]
 
 
 REPLAY_LIMIT = 1000
