@@ -15,7 +15,7 @@ from django.shortcuts import render as django_render
 from django.utils.dateparse import parse_datetime
 from django.utils.safestring import mark_safe
 
-from agents.selectors import sandbox_run_list
+from agents.selectors import sandbox_run_list, workflow_usage
 from collaboration import selectors as collaboration_selectors
 from omoi_site.domain import DomainError
 from omoi_site.events import event_feed, latest_event_id
@@ -118,7 +118,7 @@ def workflow_agents(request, slug):
     runs = list(sandbox_run_list(workflow_id=workflow.id)[:100])
     return render(request, "dashboard/agents.html", {
         "workflow": workflow, "agents": agents, "runs": runs, "nav": "agents",
-        "activity": _feed(workflow=workflow.slug, events=AGENT_EVENTS),
+        "activity": _feed(workflow=workflow.slug, events=AGENT_EVENTS), "usage": _usage_chart(workflow_usage(workflow=workflow, days=14)),
         "config": {"mode": "agents", "ticket_url": "/dashboard/ticket/", "last_id": last_id,
                    "ws_path": f"/ws/dashboard/?workflow={workflow.slug}&events=agent.event,sandbox.*,task.*,handoff.*"},
     })
@@ -139,6 +139,24 @@ def ticket_detail(request, ticket_id):
         "config": {"mode": "ticket", "ticket_id": ticket.public_id, "ticket_url": "/dashboard/ticket/", "last_id": last_id,
                    "ws_path": f"/ws/dashboard/?ticket={ticket.public_id}"},
     })
+
+
+CHART_WIDTH, CHART_HEIGHT, CHART_BOTTOM = 560, 140, 22
+
+
+def _usage_chart(usage: dict) -> dict:
+    """Bar positions for the daily cost chart (server-side SVG) plus the budget burn."""
+    days = usage["days"]
+    peak = max((day["cost_usd"] for day in days), default=0) or 1
+    slot = CHART_WIDTH / max(len(days), 1)
+    bars = []
+    for index, day in enumerate(days):
+        height = float(day["cost_usd"] / peak) * (CHART_HEIGHT - CHART_BOTTOM - 14)
+        bars.append({**day, "x": round(index * slot + 2, 1), "width": round(slot - 4, 1), "height": round(height, 1),
+                     "y": round(CHART_HEIGHT - CHART_BOTTOM - height, 1), "label_x": round(index * slot + slot / 2, 1)})
+    budget = usage["budget_usd"]
+    burn = None if not budget else min(100, round(float(usage["month_spent_usd"] / budget) * 100))
+    return {**usage, "bars": bars, "width": CHART_WIDTH, "height": CHART_HEIGHT, "label_y": CHART_HEIGHT - 6, "burn": burn}
 
 
 def _similar(ticket) -> list[dict] | None:
