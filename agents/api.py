@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from agents import selectors
 from agents.agent_templates import TEMPLATES
 from agents.models import SandboxRun
-from agents.payloads import trajectory_payload
+from agents.payloads import agent_payload, trajectory_payload
 from omoi_site.api_support import (
     ApiView,
     CursorQuery,
@@ -21,7 +21,7 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
-from tickets.selectors import workflow_get
+from tickets.selectors import workflow_get, workflow_ids_for
 
 TAG = ["agents"]
 AGENT_ID_PARAM = OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. worker-1")
@@ -30,19 +30,6 @@ RUN_ID_PARAM = OpenApiParameter("run_id", OpenApiTypes.STR, OpenApiParameter.PAT
 
 def _iso(value):
     return value.isoformat(timespec="seconds") if value else None
-
-
-def agent_payload(agent) -> dict:
-    return {
-        "agent_id": agent.agent_id,
-        "agent_type": agent.agent_type,
-        "template": agent.template or None,
-        "capabilities": list(agent.capabilities),
-        "status": agent.status,
-        "workflows": sorted(w.slug for w in agent.workflows.all()),
-        "last_heartbeat": _iso(agent.last_heartbeat),
-        "created_at": _iso(agent.created_at),
-    }
 
 
 def sandbox_run_payload(run) -> dict:
@@ -146,7 +133,11 @@ class AgentCollectionView(ApiView):
     def get(self, request):
         query = validated_query(AgentListQuery, request)
         workflow = workflow_get(slug=query["workflow"], actor=request.user)
-        return paginate_queryset(self, request, selectors.agent_list(workflow_id=workflow.id), agent_payload)
+        visible = workflow_ids_for(request.user)
+        return paginate_queryset(
+            self, request, selectors.agent_list(workflow_id=workflow.id),
+            lambda agent: agent_payload(agent, visible_workflow_ids=visible),
+        )
 
 
 class AgentDetailView(ApiView):
@@ -158,7 +149,8 @@ class AgentDetailView(ApiView):
         summary="One agent of your workflows",
     )
     def get(self, request, agent_id):
-        return Response(agent_payload(_visible_agent(request, agent_id)))
+        agent = _visible_agent(request, agent_id)
+        return Response(agent_payload(agent, visible_workflow_ids=selectors.agent_workflow_ids_visible_to(agent=agent, viewer=request.user)))
 
 
 class AgentTrajectoryView(ApiView):
@@ -172,7 +164,7 @@ class AgentTrajectoryView(ApiView):
     def get(self, request, agent_id):
         query = validated_query(TrajectoryQuery, request)
         agent = _visible_agent(request, agent_id)
-        events = selectors.agent_trajectory(agent=agent, include_full_history=query["include_full_history"])
+        events = selectors.agent_trajectory(agent=agent, viewer=request.user, include_full_history=query["include_full_history"])
         return Response(trajectory_payload(agent, events))
 
 

@@ -15,7 +15,7 @@ from omoi_site.mcp_endpoint import AgentId, act_as, mcp_tool
 def get_agent_trajectory(caller, agent_id: AgentId, include_full_history: bool = False) -> dict:
     """What an agent of your workflows did, oldest first (last 50 steps unless include_full_history)."""
     agent = selectors.agent_get_visible(agent_id=agent_id, actor=caller)
-    events = selectors.agent_trajectory(agent=agent, include_full_history=include_full_history)
+    events = selectors.agent_trajectory(agent=agent, viewer=caller, include_full_history=include_full_history)
     return trajectory_payload(agent, events)
 
 

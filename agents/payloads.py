@@ -1,4 +1,4 @@
-"""Compact JSON shapes of agents' trajectories (shared by the MCP tool and the REST endpoint)."""
+"""Compact JSON shapes of agents and their trajectories (shared by the MCP tools and the REST endpoints)."""
 
 from __future__ import annotations
 
@@ -21,4 +21,24 @@ def trajectory_payload(agent, events) -> dict:
             }
             for event in events
         ],
+    }
+
+
+def _iso(value):
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def agent_payload(agent, *, visible_workflow_ids: set[int] | None = None) -> dict:
+    """One agent; `workflows` lists only the workflows the viewer may see (None = all)."""
+    return {
+        "agent_id": agent.agent_id,
+        "agent_type": agent.agent_type,
+        "template": agent.template or None,
+        "capabilities": list(agent.capabilities),
+        "status": agent.status,
+        "workflows": sorted(
+            w.slug for w in agent.workflows.all() if visible_workflow_ids is None or w.id in visible_workflow_ids
+        ),
+        "last_heartbeat": _iso(agent.last_heartbeat),
+        "created_at": _iso(agent.created_at),
     }

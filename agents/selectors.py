@@ -64,8 +64,31 @@ def agent_list(*, workflow_id: int | None = None):
     return queryset
 
 
-def agent_trajectory(*, agent: Agent, include_full_history: bool = False, limit: int = 50) -> list[AgentEvent]:
-    events = AgentEvent.objects.filter(agent=agent).order_by("-created_at", "-id")
+def agent_workflow_ids_visible_to(*, agent: Agent, viewer) -> set[int] | None:
+    """Which of `agent`'s workflows `viewer` may see: None = all of them (the agent itself, or staff)."""
+    from omoi_site.domain import is_agent
+    from tickets.selectors import workflow_ids_for
+
+    if is_agent(viewer) and viewer.agent_id == agent.agent_id:
+        return None
+    allowed = workflow_ids_for(viewer)
+    return None if allowed is None else agent_workflow_ids(agent=agent) & allowed
+
+
+def agent_trajectory(*, agent: Agent, viewer, include_full_history: bool = False, limit: int = 50) -> list[AgentEvent]:
+    """The agent's steps that `viewer` may see, oldest first (the newest `limit` unless full history).
+
+    A step about a ticket or task is visible to viewers of that ticket's workflow. A step tied to neither
+    (a thought, a tool call) is visible only when the viewer sees every workflow the agent belongs to:
+    nothing of a workflow leaks to an agent outside it because the two share another workflow."""
+    events = AgentEvent.objects.filter(agent=agent)
+    visible = agent_workflow_ids_visible_to(agent=agent, viewer=viewer)
+    if visible is not None:
+        scoped = Q(ticket__workflow_id__in=visible) | Q(ticket__isnull=True, task__workflow_id__in=visible)
+        if visible >= agent_workflow_ids(agent=agent):
+            scoped |= Q(ticket__isnull=True, task__isnull=True)
+        events = events.filter(scoped)
+    events = events.order_by("-created_at", "-id")
     if not include_full_history:
         events = events[:limit]
     return list(reversed(list(events)))
@@ -78,9 +101,6 @@ def sandbox_run_list(*, workflow_id: int | None = None, status: str | None = Non
     if status:
         queryset = queryset.filter(status=status)
     return queryset
-
-
-# --- REST API detail (issue 8: added by the REST door's author; reviewed by the lead) -------------------
 
 
 def sandbox_run_get(*, run_id, actor) -> SandboxRun:

@@ -20,6 +20,7 @@ from omoi_site.domain import Conflict, DomainError, NotFound, PermissionDenied, 
 from omoi_site.events import publish_on_commit
 from tasks.models import Task, TaskEvent
 from tasks.selectors import task_get
+from tasks.services import lease_grant, task_is_held_by, task_lock
 from tickets.models import Workflow
 from tickets.selectors import ticket_get
 
@@ -128,10 +129,12 @@ def handoff_request(*, from_agent: Agent, to_agent_id: str, task_id, reason: str
     to_agent = Agent.objects.filter(agent_id=to_agent_id, workflows=task.workflow_id).first() if isinstance(to_agent_id, str) else None
     if to_agent is None:
         raise NotFound(f"No agent '{to_agent_id}' in workflow '{task.workflow.slug}' (to_agent_id).")
-    holds = task.status in Task.ACTIVE_STATUSES and task.claimed_by_id == from_agent.agent_id
-    if not holds and not (task.status == Task.Status.PENDING and task.assigned_agent_id == from_agent.agent_id):
+    if not task_is_held_by(task, from_agent.agent_id):
+        how = (f'claim it first with update_task_status(task_id="{task.public_id}", status="claimed")'
+               if task.status == Task.Status.PENDING and task.assigned_agent_id in (None, from_agent.agent_id)
+               else "only its current holder can hand it off")
         raise Conflict(f"you do not hold {task.public_id} (status '{task.status}', holder {task.claimed_by_id or 'none'}); "
-                       "only the current holder can hand it off.")
+                       f"{how}.")
     try:
         with transaction.atomic():
             handoff = Handoff.objects.create(
@@ -158,9 +161,11 @@ def handoff_request(*, from_agent: Agent, to_agent_id: str, task_id, reason: str
     return handoff
 
 
-def _lock_handoff_and_task(agent: Agent, handoff_id) -> tuple[Handoff, Task]:
+def _lock_task_then_handoff(agent: Agent, handoff_id) -> tuple[Handoff, Task]:
+    """Lock in the one order every lease service uses: the task first, then its hand-off."""
+    task_pk = selectors.handoff_get(handoff_id=handoff_id, actor=agent).task_id
+    task = task_lock(task_pk=task_pk)
     handoff = selectors.handoff_get(handoff_id=handoff_id, actor=agent, for_update=True)
-    task = Task.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=handoff.task_id)
     handoff.task = task
     if handoff.to_agent_id != agent.agent_id:
         raise PermissionDenied(f"hand-off {handoff.public_id} is addressed to {handoff.to_agent_id}, not you.")
@@ -169,18 +174,20 @@ def _lock_handoff_and_task(agent: Agent, handoff_id) -> tuple[Handoff, Task]:
                        "nothing to answer.")
     if handoff.status != Handoff.Status.REQUESTED:
         raise Conflict(f"hand-off {handoff.public_id} is already '{handoff.status}'; nothing to answer.")
+    if handoff.expires_at is not None and handoff.expires_at <= timezone.now():
+        raise Conflict(
+            f"hand-off {handoff.public_id} expired at {handoff.expires_at.isoformat(timespec='seconds')}; "
+            f"ask {handoff.from_agent_id} to request it again with request_handoff, or claim other work with claim_next_task."
+        )
     return handoff, task
 
 
 @transaction.atomic
 def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
-    """Accept a hand-off: the task's assignment and lease move to the caller atomically."""
-    handoff, task = _lock_handoff_and_task(agent, handoff_id)
-    still_held = task.fencing_token == handoff.fencing_token and (
-        (task.status in Task.ACTIVE_STATUSES and task.claimed_by_id == handoff.from_agent_id)
-        or (task.status == Task.Status.PENDING and task.assigned_agent_id == handoff.from_agent_id)
-    )
-    if not still_held:
+    """Accept a hand-off: the task's assignment and lease move to the caller atomically (new fencing
+    token). Refused when the hand-off expired or the requester no longer holds the task."""
+    handoff, task = _lock_task_then_handoff(agent, handoff_id)
+    if not task_is_held_by(task, handoff.from_agent_id, fencing_token=handoff.fencing_token):
         # Normally already marked expired by whatever took the task away (lease reaped, released, finished);
         # this refusal covers the rest. Raising rolls back, so nothing is half-applied.
         raise Conflict(
@@ -188,24 +195,14 @@ def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
             f"(now '{task.status}'{', held by ' + task.claimed_by_id if task.status in Task.ACTIVE_STATUSES else ''}). "
             "Claim other work with claim_next_task."
         )
-    from tasks.services import lease_seconds
-
     now = timezone.now()
-    previous_holder = task.claimed_by_id
-    old_status = task.status
-    task.claimed_by = agent
-    task.assigned_agent = agent
-    if task.status not in Task.ACTIVE_STATUSES:
-        task.status = Task.Status.CLAIMED
-    task.lease_expires_at = now + timedelta(seconds=lease_seconds())
-    task.fencing_token += 1
-    task.save(update_fields=["claimed_by", "assigned_agent", "status", "lease_expires_at", "fencing_token", "updated_at"])
+    previous_holder = task.claimed_by_id or task.assigned_agent_id
+    lease_grant(task, agent, now=now, event_type="handoff_accepted", new_attempt=False,
+                details={"handoff_id": handoff.public_id, "from": previous_holder})
     handoff.status = Handoff.Status.ACCEPTED
     handoff.responded_at = now
     handoff.response_note = (note or "")[:2000]
     handoff.save(update_fields=["status", "responded_at", "response_note"])
-    TaskEvent.objects.create(task=task, actor_agent=agent, event_type="handoff_accepted", old_status=old_status, new_status=task.status,
-                             details={"handoff_id": handoff.public_id, "from": previous_holder, "fencing_token": task.fencing_token})
     _system_message(handoff, agent, handoff.from_agent, Message.MessageType.HANDOFF_ACCEPTED,
                     f"Accepted hand-off {handoff.public_id} of {task.public_id}. {note}".strip())
     from agents.services import agent_event_record
@@ -220,7 +217,7 @@ def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
 @transaction.atomic
 def handoff_decline(*, agent: Agent, handoff_id, reason: str = "") -> Handoff:
     """Decline a hand-off; the task stays with the requester."""
-    handoff, task = _lock_handoff_and_task(agent, handoff_id)
+    handoff, task = _lock_task_then_handoff(agent, handoff_id)
     handoff.status = Handoff.Status.DECLINED
     handoff.responded_at = timezone.now()
     handoff.response_note = (reason or "")[:2000]

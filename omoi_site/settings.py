@@ -104,6 +104,10 @@ else:
     DATABASE_URL = embedded_database_url(BASE_DIR)
     DATABASE_KIND = "embedded"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Every connection scans HNSW iteratively: a filtered vector query (another workflow, a status) would otherwise
+# stop after hnsw.ef_search candidates and come back short — even empty. Set at connection start-up (a
+# placeholder until pgvector loads), so no ORM or raw query can forget it.
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c hnsw.iterative_scan=strict_order -c hnsw.ef_search=100"
 # A psycopg connection pool per process: a fresh PostgreSQL connection per request costs more CPU than most
 # of our queries. (Persistent per-thread connections — CONN_MAX_AGE — leak under ASGI, which hops threads.)
 DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "20"))

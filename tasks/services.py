@@ -161,16 +161,58 @@ def _ready_queryset(workflow_id: int, agent, task_types: list[str] | None):
     return queryset.order_by("-priority_rank", "created_at", "id")
 
 
-def _grant_lease(task: Task, agent, now, *, event_type: str, details: dict | None = None) -> None:
+def task_lock(*, task_pk: int) -> Task:
+    """Lock one task row (FOR UPDATE). The one lock order for leases and hand-offs is: the task first,
+    then its open hand-off. Every service that touches both takes them in that order, so a release, a
+    completion, the lease reaper and a hand-off answer can race without deadlocking."""
+    return Task.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=task_pk)
+
+
+def lease_grant(task: Task, agent, *, now=None, event_type: str, details: dict | None = None,
+                new_attempt: bool = True) -> None:
+    """Give `agent` the lease on a locked task: holder + assignee, a fresh expiry, a new fencing token
+    (the previous holder's writes are refused from now on) and a history row. The only place a lease is
+    granted: claims, direct starts and accepted hand-offs all come here."""
+    now = now or timezone.now()
     old_status = task.status
-    task.status = Task.Status.CLAIMED
+    if task.status not in Task.ACTIVE_STATUSES:
+        task.status = Task.Status.CLAIMED
     task.claimed_by = agent
     task.assigned_agent = agent
     task.lease_expires_at = now + timedelta(seconds=lease_seconds())
     task.fencing_token += 1
-    task.attempts += 1
-    task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "fencing_token", "attempts", "updated_at"])
-    _record(task, agent, event_type, old_status=old_status, new_status=task.status, details={"fencing_token": task.fencing_token, **(details or {})})
+    fields = ["status", "claimed_by", "assigned_agent", "lease_expires_at", "fencing_token", "updated_at"]
+    if new_attempt:
+        task.attempts += 1
+        fields.append("attempts")
+    task.save(update_fields=fields)
+    _record(task, agent, event_type, old_status=old_status, new_status=task.status,
+            details={**(details or {}), "fencing_token": task.fencing_token})
+
+
+def lease_return_to_queue(task: Task, actor, *, event_type: str, details: dict | None = None, reason: str) -> str | None:
+    """Put a locked task back in the queue (pending, no holder, no assignee, no lease), record it and
+    expire its open hand-off. Returns the previous holder's id."""
+    previous_holder = task.claimed_by_id
+    old_status = task.status
+    task.status = Task.Status.PENDING
+    task.claimed_by = None
+    task.assigned_agent = None
+    task.lease_expires_at = None
+    task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
+    _record(task, actor, event_type, old_status=old_status, new_status=task.status, details=details)
+    _lapse_handoffs(task, reason)
+    return previous_holder
+
+
+def task_is_held_by(task: Task, agent_id: str, *, fencing_token: int | None = None) -> bool:
+    """Whether `agent_id` holds the task: it has the lease (claimed/running), or the task is pending and
+    assigned to it; and, when a fencing token is given, the task has not been re-claimed since."""
+    if fencing_token is not None and fencing_token != task.fencing_token:
+        return False
+    if task.status in Task.ACTIVE_STATUSES:
+        return task.claimed_by_id == agent_id
+    return task.status == Task.Status.PENDING and task.assigned_agent_id == agent_id
 
 
 @transaction.atomic
@@ -189,13 +231,15 @@ def task_claim_next(*, agent, workflow, task_types: list[str] | None = None) -> 
     if task is None:
         return None
     task.workflow = workflow
-    _grant_lease(task, agent, now, event_type="claimed")
+    lease_grant(task, agent, now=now, event_type="claimed")
     _trajectory(agent, "task_claimed", task, {"task_id": task.public_id, "fencing_token": task.fencing_token})
     _publish("task.claimed", task)
     return task
 
 
-def _require_holder(task: Task, agent, fencing_token: int | None, *, action: str) -> None:
+def require_holder(task: Task, agent, fencing_token: int | None, *, action: str, live_lease: bool = False) -> None:
+    """Refuse unless `agent` holds the task's lease (under `fencing_token` when given; with
+    `live_lease`, also unexpired). The one holder check: every write by a holder goes through it."""
     if task.status not in Task.ACTIVE_STATUSES or task.claimed_by_id != agent.agent_id:
         holder = f"held by {task.claimed_by_id}" if task.status in Task.ACTIVE_STATUSES else f"'{task.status}'"
         raise Conflict(
@@ -207,13 +251,19 @@ def _require_holder(task: Task, agent, fencing_token: int | None, *, action: str
             f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}): the task was "
             f"re-claimed after your lease expired; drop this work and claim again."
         )
+    if live_lease and task.lease_expires_at is not None and task.lease_expires_at <= timezone.now():
+        raise Conflict(
+            f"your lease on {task.public_id} expired at {task.lease_expires_at.isoformat(timespec='seconds')}; "
+            f"cannot {action}. Claim it again with update_task_status(task_id=\"{task.public_id}\", status=\"claimed\") "
+            "once it is back in the queue, or take other work with claim_next_task."
+        )
 
 
 @transaction.atomic
 def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
     """Renew the caller's lease on a task it holds."""
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
-    _require_holder(task, agent, fencing_token, action="renew the lease")
+    require_holder(task, agent, fencing_token, action="renew the lease", live_lease=True)
     task.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     task.save(update_fields=["lease_expires_at", "updated_at"])
     from agents.models import Agent
@@ -226,15 +276,9 @@ def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
 def task_release(*, agent, task_id, fencing_token: int | None = None, reason: str = "") -> Task:
     """Give a held task back to the queue (pending, unassigned)."""
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
-    _require_holder(task, agent, fencing_token, action="release it")
-    old_status = task.status
-    task.status = Task.Status.PENDING
-    task.claimed_by = None
-    task.assigned_agent = None
-    task.lease_expires_at = None
-    task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
-    _record(task, agent, "released", old_status=old_status, new_status=task.status, details={"reason": reason[:500]})
-    _lapse_handoffs(task, f"{agent.agent_id} released the task")
+    require_holder(task, agent, fencing_token, action="release it")
+    lease_return_to_queue(task, agent, event_type="released", details={"reason": reason[:500]},
+                          reason=f"{agent.agent_id} released the task")
     _trajectory(agent, "task_released", task, {"task_id": task.public_id})
     _publish("task.released", task, {"released_by": agent.agent_id}, agents=[agent.agent_id])
     return task
@@ -256,7 +300,7 @@ def task_update_status(
     old_status = task.status
     if is_agent(actor):
         if task.status in Task.ACTIVE_STATUSES:
-            _require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
+            require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
         elif task.status == Task.Status.PENDING and status in Task.ACTIVE_STATUSES:
             if task.assigned_agent_id not in (None, actor.agent_id):
                 raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
@@ -264,7 +308,7 @@ def task_update_status(
             if waiting:
                 listed = ", ".join(f"TSK-{pk} ({state})" for pk, state in waiting)
                 raise Conflict(f"task {task.public_id} waits for {listed}; use claim_next_task to get ready work.")
-            _grant_lease(task, actor, now, event_type="claimed", details={"via": "update_task_status"})
+            lease_grant(task, actor, now=now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status
         elif fencing_token is not None and fencing_token != task.fencing_token:
             raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}).")
@@ -312,15 +356,8 @@ def task_reap_expired_leases(*, workflow_id: int | None = None, now=None) -> int
         expired = list(queryset.select_for_update(skip_locked=True, of=("self",)).select_related("workflow")[:500])
         for task in expired:
             previous_holder = task.claimed_by_id
-            old_status = task.status
-            task.status = Task.Status.PENDING
-            task.claimed_by = None
-            task.assigned_agent = None
-            task.lease_expires_at = None
-            task.save(update_fields=["status", "claimed_by", "assigned_agent", "lease_expires_at", "updated_at"])
-            _record(task, None, "lease_expired", old_status=old_status, new_status=task.status,
-                    details={"previous_holder": previous_holder})
-            _lapse_handoffs(task, f"the lease of {previous_holder} expired")
+            lease_return_to_queue(task, None, event_type="lease_expired", details={"previous_holder": previous_holder},
+                                  reason=f"the lease of {previous_holder} expired")
             _publish("task.released", task, {"lease_expired_for": previous_holder}, agents=[previous_holder])
         return len(expired)
 

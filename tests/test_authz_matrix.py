@@ -271,3 +271,53 @@ def test_mcp_authorization(operation, mcp_for, scene, transactional_db):
 
     result = mcp_for(scene["alice"]).call(tool, **arguments)
     assert result
+
+
+# --- an agent shared by two workflows: each viewer sees only its own workflows' part --------------------
+
+
+@pytest.fixture
+def shared_agent_scene(transactional_db, workflow, other_workflow, make_agent):
+    from agents.services import agent_report_event
+    from tasks import services as tasks
+    from tickets import services as tickets
+
+    shared, _ = make_agent("shared", workflow, other_workflow)
+    _viewer, viewer_token = make_agent("viewer", workflow)
+    _insider, insider_token = make_agent("insider", workflow, other_workflow)
+    mine = tickets.ticket_create(actor=shared, workflow=workflow, title="Visible work", description="Work in the viewer's flow")
+    secret = tickets.ticket_create(actor=shared, workflow=other_workflow, title="Secret work", description="Work in another flow")
+    tasks.task_create(actor=shared, ticket_id=mine.public_id, phase_id="PHASE_IMPLEMENTATION", description="Visible task here")
+    tasks.task_create(actor=shared, ticket_id=secret.public_id, phase_id="PHASE_IMPLEMENTATION", description="Secret task here")
+    agent_report_event(agent=shared, event_type="thought", payload={"text": "about both flows"})
+    return {"viewer": viewer_token, "insider": insider_token, "mine": mine.public_id, "secret": secret.public_id}
+
+
+def _trajectory_tickets(steps) -> set[str]:
+    return {step.get("ticket_id") for step in steps}
+
+
+def test_rest_trajectory_and_agent_of_a_shared_agent_show_only_the_viewers_workflows(shared_agent_scene):
+    scene = shared_agent_scene
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {scene['viewer']}"}
+
+    trajectory = Client().get("/api/agents/shared/trajectory", **headers).json()
+    agent = Client().get("/api/agents/shared", **headers).json()
+    listing = Client().get("/api/agents?workflow=test-flow", **headers).json()
+
+    assert _trajectory_tickets(trajectory["steps"]) == {scene["mine"]}
+    assert all(step["event"] != "thought" for step in trajectory["steps"])  # unscoped steps stay private
+    assert agent["workflows"] == ["test-flow"]
+    assert {a["agent_id"]: a["workflows"] for a in listing["results"]}["shared"] == ["test-flow"]
+    # an agent in both workflows sees everything
+    insider = Client().get("/api/agents/shared/trajectory", HTTP_AUTHORIZATION=f"Bearer {scene['insider']}").json()
+    assert _trajectory_tickets(insider["steps"]) == {scene["mine"], scene["secret"], None}
+
+
+def test_mcp_trajectory_of_a_shared_agent_shows_only_the_viewers_workflows(shared_agent_scene, mcp_for):
+    scene = shared_agent_scene
+
+    trajectory = mcp_for(scene["viewer"]).call("get_agent_trajectory", agent_id="shared")
+
+    assert _trajectory_tickets(trajectory["steps"]) == {scene["mine"]}
+    assert "other-flow" not in json.dumps(trajectory) and "Secret" not in json.dumps(trajectory)
