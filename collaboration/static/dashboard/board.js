@@ -11,8 +11,14 @@
   var PRIORITY_RANK = { critical: 4, high: 3, medium: 2, low: 1 };
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   var FINAL_CODES = [4400, 4401, 4403, 4404];
-  var retries = 0, pingTimer = null, lastId = cfg.last_id || 0, seen = {};
-  window.omoiDashboard = { socket: null, lastId: function () { return lastId; } };
+  var retries = 0, pingTimer = null, lastId = cfg.last_id || 0, seen = {}, paused = false;
+  // pause()/resume() drop and re-open the socket on purpose (a manager's flaky network; browser tests)
+  window.omoiDashboard = {
+    socket: null,
+    lastId: function () { return lastId; },
+    pause: function () { paused = true; if (this.socket) this.socket.close(); },
+    resume: function () { paused = false; retries = 0; connect(); }
+  };
 
   function setState(state, title) {
     if (!liveBadge) return;
@@ -241,7 +247,7 @@
       clearInterval(pingTimer);
       if (FINAL_CODES.indexOf(e.code) >= 0 && e.code !== 4401) { setState("offline", liveBadge && liveBadge.title); return; }
       setState("offline");
-      if (e.code === 4401) return;  // session ended: a reload leads to the login page
+      if (e.code === 4401 || paused) return;  // session ended: a reload leads to the login page
       setTimeout(connect, Math.min(30000, 1000 * Math.pow(2, retries++)));
     };
   }
