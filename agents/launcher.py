@@ -21,6 +21,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.agent_templates import get_template
 from agents.models import Agent, AgentToken, SandboxRun
+from agents.selectors import workflow_budget_refusal
 from omoi_site.domain import Conflict, DomainError, is_agent
 from omoi_site.events import publish_on_commit
 from tasks.models import Task
@@ -56,6 +57,9 @@ def launch_worker(
             f"workflow '{workflow.slug}' already runs {active} sandbox(es), its limit is {workflow.max_concurrent_sandboxes}; "
             "wait for one to finish or raise the limit in the admin."
         )
+    budget_refusal = workflow_budget_refusal(workflow=workflow)
+    if budget_refusal:
+        raise Conflict(budget_refusal)
     if ticket.status == Ticket.Status.DONE:
         raise Conflict(f"ticket {ticket.public_id} is done; nothing to launch a worker for.")
     if task is None:

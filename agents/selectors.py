@@ -123,3 +123,66 @@ def worker_heartbeat_age_seconds() -> float | None:
     if beat is None:
         return None
     return (timezone.now() - beat.beat_at).total_seconds()
+
+
+# --- cost: usage and budget ---------------------------------------------------------------------------
+
+
+def month_start(now=None):
+    """The first instant of the current calendar month (UTC): budgets reset then."""
+    from datetime import UTC
+
+    now = now or timezone.now()
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def workflow_month_spend(*, workflow, now=None):
+    """LLM dollars the workflow's sandbox runs have cost since the start of this month."""
+    from decimal import Decimal
+
+    from django.db.models import Sum
+
+    total = SandboxRun.objects.filter(workflow=workflow, created_at__gte=month_start(now)).aggregate(total=Sum("llm_cost_usd"))["total"]
+    return total or Decimal("0")
+
+
+def workflow_budget_refusal(*, workflow, now=None) -> str | None:
+    """Why a new launch would break the workflow's monthly budget, or None when it may go ahead."""
+    if workflow.monthly_budget_usd is None:
+        return None
+    spent = workflow_month_spend(workflow=workflow, now=now)
+    if spent < workflow.monthly_budget_usd:
+        return None
+    return (f"workflow '{workflow.slug}' has spent ${spent:.2f} of its ${workflow.monthly_budget_usd:.2f} monthly budget; "
+            "no new sandbox until next month unless a staff user raises monthly_budget_usd in the admin.")
+
+
+def workflow_usage(*, workflow, days: int = 30, now=None) -> dict:
+    """Sandbox usage of the workflow per day and per agent template over the last `days` days (UTC):
+    {"days": [{"day", "sandbox_seconds", "tokens", "cost_usd", "runs"}], "templates": [... same + "template"],
+    "totals": {...}, "month_spent_usd", "budget_usd"} — sums of the SandboxRun rows, nothing estimated."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.db.models import Count, F, Sum
+    from django.db.models.functions import TruncDate
+
+    now = now or timezone.now()
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    runs = SandboxRun.objects.filter(workflow=workflow, created_at__gte=start)
+    sums = {"sandbox_seconds": Sum("sandbox_seconds"), "tokens": Sum(F("llm_prompt_tokens") + F("llm_completion_tokens")),
+            "cost_usd": Sum("llm_cost_usd"), "runs": Count("id")}
+
+    def clean(row: dict) -> dict:
+        return {**row, "sandbox_seconds": round(row["sandbox_seconds"] or 0, 1), "tokens": row["tokens"] or 0,
+                "cost_usd": row["cost_usd"] or Decimal("0")}
+
+    per_day = {row["day"]: clean(row) for row in runs.annotate(day=TruncDate("created_at")).values("day").annotate(**sums)}
+    day_list = []
+    for offset in range(days):
+        day = (start + timedelta(days=offset)).date()
+        day_list.append(per_day.get(day, {"day": day, "sandbox_seconds": 0, "tokens": 0, "cost_usd": Decimal("0"), "runs": 0}))
+    templates = [clean(row) for row in runs.values("template").annotate(**sums).order_by("-cost_usd", "template")]
+    totals = clean(runs.aggregate(**sums))
+    return {"days": day_list, "templates": templates, "totals": totals,
+            "month_spent_usd": workflow_month_spend(workflow=workflow, now=now), "budget_usd": workflow.monthly_budget_usd}

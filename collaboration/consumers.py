@@ -10,17 +10,20 @@ Close codes (sent after accepting, so browsers and clients can read them):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import deque
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from omoi_site.domain import DomainError
-from omoi_site.events import EVENT_NAMES, agent_group, ticket_group, workflow_group
+from omoi_site.events import EVENT_NAMES, agent_group, relay, ticket_group, workflow_group
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +56,43 @@ def _event_matches(event: str, wanted: set[str]) -> bool:
 
 
 class _EventForwarder(AsyncJsonWebsocketConsumer):
-    """Joins groups, forwards `omoi.event` messages once each (a socket in both `workflow.x` and
-    `ticket.TKT-1` receives the same event twice from the layer), answers pings."""
+    """Joins groups, replays what the client missed (`?since=<event id>`), forwards `omoi.event` messages
+    once each (a socket in both `workflow.x` and `ticket.TKT-1` receives the same event twice from the
+    layer), answers pings, sends a heartbeat when quiet and re-checks its credentials every few seconds:
+    a revoked or expired token (or an ended session) closes the socket with 4401."""
 
     groups_joined: list[str]
     wanted_events: set[str]
     allowed_workflows: set[str] | None  # None: every workflow
 
     async def _join(self, groups: list[str]) -> None:
+        if settings.CHANNEL_LAYER_KIND == "in-memory":
+            relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
         self.groups_joined = list(dict.fromkeys(groups))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        self._recent: deque[str] = deque(maxlen=512)
+        self._recent: deque[str] = deque(maxlen=2048)
         self._recent_set: set[str] = set()
+
+    def _since(self) -> int | None:
+        """The `since` query argument: the last event id the client saw (None when absent)."""
+        values = _query(self.scope).get("since") or []
+        if not values:
+            return None
+        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 18:
+            raise ValueError("since must be the last event id you received (a non-negative integer).")
+        return int(values[0])
+
+    async def _start(self, since: int | None) -> None:
+        """After accept: say hello, replay what was missed, then watch the credentials."""
+        await self.send_json({"type": "subscribed", **self._hello()})
+        if since is not None:
+            for message in await _events_since(self.groups_joined, since):
+                await self._forward(message)
+        self._watcher = asyncio.create_task(self._watch())
+
+    def _hello(self) -> dict:
+        return {"groups": self.groups_joined}
 
     async def _refuse(self, code: int, reason: str) -> None:
         # Accept first: a close before accept is an HTTP 403 without the code or the reason.
@@ -73,7 +100,34 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "message": reason})
         await self.close(code=code)
 
+    async def send_json(self, content, close=False):
+        self._last_sent = time.monotonic()
+        await super().send_json(content, close=close)
+
+    async def _watch(self) -> None:
+        """Every WEBSOCKET_RECHECK_SECONDS: still allowed? Quiet for WEBSOCKET_HEARTBEAT_SECONDS: heartbeat."""
+        while True:
+            await asyncio.sleep(settings.WEBSOCKET_RECHECK_SECONDS)
+            try:
+                refusal = await self._recheck()
+            except Exception:  # a database hiccup is not a reason to drop a healthy socket
+                logger.warning("websocket credential re-check failed; keeping the socket", exc_info=True)
+                refusal = None
+            if refusal:
+                await self.send_json({"type": "error", "code": CLOSE_UNAUTHENTICATED, "message": refusal})
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
+            if time.monotonic() - getattr(self, "_last_sent", 0.0) >= settings.WEBSOCKET_HEARTBEAT_SECONDS:
+                await self.send_json({"type": "heartbeat"})
+
+    async def _recheck(self) -> str | None:
+        """None while the socket may stay open, else the reason it is closed."""
+        return None
+
     async def disconnect(self, code):
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.cancel()
         for group in getattr(self, "groups_joined", []):
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -95,7 +149,10 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": CLOSE_BAD_REQUEST, "message": "messages must be JSON objects."})
 
     def _first_delivery(self, message: dict) -> bool:
-        key = hashlib.sha1(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+        if message.get("id") is not None:
+            key = f"id:{message['id']}"
+        else:
+            key = hashlib.sha1(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
         if key in self._recent_set:
             return False
         if len(self._recent) == self._recent.maxlen:
@@ -104,14 +161,20 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         self._recent_set.add(key)
         return True
 
-    async def omoi_event(self, message: dict) -> None:
+    async def _workflow_allowed(self, slug: str | None) -> bool:
+        return self.allowed_workflows is None or slug in self.allowed_workflows
+
+    async def _forward(self, message: dict) -> None:
         if not _event_matches(message.get("event", ""), self.wanted_events):
             return
-        if self.allowed_workflows is not None and message.get("workflow") not in self.allowed_workflows:
+        if not await self._workflow_allowed(message.get("workflow")):
             return
         if not self._first_delivery(message):
             return
         await self.send_json(message)
+
+    async def omoi_event(self, message: dict) -> None:
+        await self._forward(message)
 
 
 # --- database reads (through selectors) ------------------------------------------------------------
@@ -140,6 +203,31 @@ def _agent_for_token(raw_token: str):
     from agents.selectors import agent_for_token
 
     return agent_for_token(raw_token=raw_token)
+
+
+@database_sync_to_async
+def _events_since(groups: list[str], since_id: int) -> list[dict]:
+    from omoi_site.events import events_since
+
+    return events_since(groups=groups, since_id=since_id)
+
+
+@database_sync_to_async
+def _visible_workflow_slugs(actor) -> set[str] | None:
+    from collaboration.selectors import visible_workflow_slugs
+
+    return visible_workflow_slugs(actor=actor)
+
+
+@database_sync_to_async
+def _session_user(scope):
+    """The scope's user re-read from the database, or None when the session ended or the user was disabled."""
+    from django.contrib.auth import get_user_model
+
+    session = scope.get("session")
+    if session is None or not session.session_key or not session.exists(session.session_key):
+        return None
+    return get_user_model().objects.filter(pk=scope["user"].pk, is_active=True).first()
 
 
 # --- consumers -------------------------------------------------------------------------------------
@@ -171,13 +259,28 @@ class DashboardConsumer(_EventForwarder):
             await self._refuse(CLOSE_BAD_REQUEST, f"unknown event name(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_NAMES))}.")
             return
         try:
+            since = self._since()
+        except ValueError as error:
+            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+            return
+        try:
             groups, self.allowed_workflows = await _dashboard_subscription(user, workflows, tickets, agents)
         except DomainError as error:
             await self._refuse(CLOSE_NOT_FOUND if error.code == "not_found" else CLOSE_FORBIDDEN, error.message)
             return
         await self._join(groups)
         await self.accept()
-        await self.send_json({"type": "subscribed", "groups": self.groups_joined, "events": sorted(self.wanted_events)})
+        await self._start(since)
+
+    def _hello(self) -> dict:
+        return {"groups": self.groups_joined, "events": sorted(self.wanted_events)}
+
+    async def _recheck(self) -> str | None:
+        user = await _session_user(self.scope)
+        if user is None:
+            return "your session ended; log in again (/admin/login/)."
+        self.allowed_workflows = await _visible_workflow_slugs(user)
+        return None
 
 
 class AgentConsumer(_EventForwarder):
@@ -202,9 +305,27 @@ class AgentConsumer(_EventForwarder):
         if agent.agent_id != agent_id:
             await self._refuse(CLOSE_FORBIDDEN, f"this token belongs to {agent.agent_id}; connect to /ws/agents/{agent.agent_id}/.")
             return
-        self.agent = agent
+        try:
+            since = self._since()
+        except ValueError as error:
+            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+            return
+        self.agent, self._token = agent, token
         self.wanted_events = set(_query(self.scope).get("events", []))
-        self.allowed_workflows = None  # the agent group only carries events addressed to this agent
+        self.allowed_workflows = None  # checked against the agent's current workflows for every event
         await self._join([agent_group(agent.agent_id)])
         await self.accept()
-        await self.send_json({"type": "subscribed", "groups": self.groups_joined, "agent_id": agent.agent_id})
+        await self._start(since)
+
+    def _hello(self) -> dict:
+        return {"groups": self.groups_joined, "agent_id": self.agent.agent_id}
+
+    async def _workflow_allowed(self, slug: str | None) -> bool:
+        # Per event, from the database: an agent removed from a workflow stops getting its events at once.
+        return slug in await _visible_workflow_slugs(self.agent)
+
+    async def _recheck(self) -> str | None:
+        agent = await _agent_for_token(self._token)
+        if agent is None or agent.agent_id != self.agent.agent_id:
+            return "your token was revoked or expired; reconnect with a live token."
+        return None

@@ -1,5 +1,7 @@
 """Agent-to-agent collaboration: messages (direct and broadcast, with per-recipient receipts) and hand-offs."""
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 
@@ -116,3 +118,27 @@ class Handoff(models.Model):
 
     def can_transition_to(self, new_status: str) -> bool:
         return new_status in self.TRANSITIONS[self.Status(self.status)]
+
+
+class EventRecord(models.Model):
+    """One published realtime event, written in the same transaction as the change it reports.
+
+    Its id is the event's monotonic id (`id` in every socket message): a reconnecting page or agent asks
+    for the events after the last id it saw (`?since=<id>`) and gets what it missed, also across a server
+    restart. `groups` are the Channels groups the event went to, so a replay covers exactly what a live
+    socket of the same subscription would have received.
+    """
+
+    event = models.CharField(max_length=40)
+    workflow = models.CharField(max_length=100, db_index=True)
+    ticket = models.CharField(max_length=40, blank=True, default="")
+    groups = ArrayField(models.CharField(max_length=100))
+    envelope = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [GinIndex(fields=["groups"], name="eventrecord_groups_gin")]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.event} {self.workflow}"

@@ -6,22 +6,24 @@ renders. Unknown or invisible workflows/tickets are 404s (a selector's NotFound)
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
-from django.http import Http404
 from django.shortcuts import render as django_render
+from django.utils.dateparse import parse_datetime
 from django.utils.safestring import mark_safe
 
-from agents.selectors import sandbox_run_list
+from agents.selectors import sandbox_run_list, workflow_usage
 from collaboration import selectors as collaboration_selectors
 from omoi_site.domain import DomainError
+from omoi_site.events import event_feed, latest_event_id
 from tickets import selectors as ticket_selectors
 from tickets.models import Ticket
 
 BOARD_LIMIT = 500
+AGENT_EVENTS = ("agent.", "sandbox.", "task.", "handoff.")
 STATUS_LABELS = {
     "backlog": "Backlog", "analyzing": "Analyzing", "building": "Building", "building-done": "Building done",
     "testing": "Testing", "done": "Done",
@@ -35,101 +37,137 @@ def _static_text(path: str) -> str:
         return handle.read()
 
 
-def render(request, template, context):
+def render(request, template, context, status=200):
     """Inline the dashboard's small CSS/JS: pages then work wherever they are served (uvicorn, daphne,
     tests with DEBUG off) without depending on static-file serving; no build step either way."""
     if settings.DEBUG:
         _static_text.cache_clear()
     assets = {"dashboard_css": mark_safe(_static_text("dashboard/dashboard.css")),
               "dashboard_js": mark_safe(_static_text("dashboard/board.js"))}
-    return django_render(request, template, {**assets, **context})
+    return django_render(request, template, {**assets, **context}, status=status)
 
 
-def describe_event(event: str, ticket: str | None, payload: dict) -> str:
-    """One line for the activity feed; static/dashboard/board.js has the same wording for live events."""
-    p = payload or {}
-    if event == "message.sent":
-        to = "everyone" if p.get("to") == "*" else p.get("to")
-        return f"{p.get('from')} → {to} ({p.get('message_type', 'info')}): {p.get('message', '')}"
-    if event == "handoff.requested":
-        return f"{p.get('from_agent_id')} asks {p.get('to_agent_id')} to take {p.get('task_id')}: {p.get('reason', '')}"
-    if event in ("handoff.accepted", "handoff.declined"):
-        return f"{p.get('to_agent_id')} {event.split('.')[1]} hand-off of {p.get('task_id')} from {p.get('from_agent_id')}"
-    if event == "discovery.recorded":
-        return f"{p.get('recorded_by') or 'an agent'} found {p.get('discovery_type')}: {p.get('description', '')}"
-    if event == "ticket.created":
-        return f"{ticket} created: {p.get('title', '')}"
-    if event == "ticket.status_changed":
-        return f"{ticket} {p.get('old_status') or '?'} → {p.get('status')}" + (f" by {p['by']}" if p.get("by") else "")
-    if event == "ticket.resolved":
-        return f"{ticket} resolved" + (f" by {p['by']}" if p.get("by") else "")
-    if event == "ticket.unblocked":
-        return f"{ticket} unblocked" + (f" ({p['unblocked_by']} done)" if p.get("unblocked_by") else "")
-    if event == "ticket.blocked":
-        return f"{ticket} blocked" + (f" by {p['blocked_by']}" if p.get("blocked_by") else "")
-    if event.startswith("task."):
-        return f"{p.get('task_id')} {event.split('.')[1].replace('_', ' ')}: {p.get('status')}" + (
-            f" ({p['claimed_by']})" if p.get("claimed_by") else "")
-    if event.startswith("sandbox."):
-        return f"sandbox {event.split('.')[1]} for {p.get('agent_id', '?')}"
-    return f"{event} {ticket or ''}".strip()
+def _feed(**filters) -> list[dict]:
+    """The feed's first render: the same envelopes (and sentences) the socket delivers live."""
+    items = event_feed(**filters)
+    for item in items:
+        item["at_datetime"] = parse_datetime(item["at"]) if item.get("at") else None
+    return items
+
+
+class _NotFoundPage(Exception):
+    """Raised by the page helpers; turned into the dashboard's human 404 page."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+
+def _not_found(request, what: str):
+    return render(request, "dashboard/not_found.html", {"what": what}, status=404)
 
 
 def _workflow_or_404(request, slug):
     try:
         return ticket_selectors.workflow_get(slug=slug, actor=request.user)
-    except DomainError as error:
-        raise Http404(error.message) from None
+    except DomainError:
+        raise _NotFoundPage(f"There is no workflow called “{slug}”, or you do not have access to it.") from None
 
 
-@login_required
+def _pages(view):
+    """Login required; a missing workflow or ticket becomes the human 404 page."""
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except _NotFoundPage as missing:
+            return _not_found(request, missing.what)
+
+    return wrapper
+
+
+@_pages
 def dashboard_index(request):
     workflows = collaboration_selectors.dashboard_workflows(actor=request.user)
     return render(request, "dashboard/index.html", {"workflows": workflows, "status_labels": STATUS_LABELS})
 
 
-@login_required
+@_pages
 def workflow_board(request, slug):
     workflow = _workflow_or_404(request, slug)
+    last_id = latest_event_id()  # before the reads: the socket replays anything after it
     tickets, total = ticket_selectors.ticket_list(workflow=workflow, limit=BOARD_LIMIT, sort_by="priority", sort_order="desc")
     columns = [{"status": status, "label": STATUS_LABELS[status], "tickets": [t for t in tickets if t.status == status]}
                for status in Ticket.Status.values]
-    activity = [
-        {**item, "text": describe_event(item["event"], item["ticket"], item["payload"])}
-        for item in collaboration_selectors.workflow_activity(workflow=workflow)
-    ]
+    activity = _feed(workflow=workflow.slug)
     return render(request, "dashboard/board.html", {
         "workflow": workflow, "columns": columns, "activity": activity, "total": total,
+        "assignees": sorted({t.assigned_agent_id for t in tickets if t.assigned_agent_id}),
+        "priorities": Ticket.Priority.values, "ticket_types": Ticket.TicketType.values,
         "truncated": total > len(tickets), "nav": "board",
-        "config": {"mode": "board", "ws_path": f"/ws/dashboard/?workflow={workflow.slug}", "ticket_url": "/dashboard/ticket/"},
+        "config": {"mode": "board", "ws_path": f"/ws/dashboard/?workflow={workflow.slug}", "ticket_url": "/dashboard/ticket/",
+                   "last_id": last_id},
     })
 
 
-@login_required
+@_pages
 def workflow_agents(request, slug):
     workflow = _workflow_or_404(request, slug)
+    last_id = latest_event_id()
     agents = collaboration_selectors.workflow_agents_overview(workflow=workflow)
     runs = list(sandbox_run_list(workflow_id=workflow.id)[:100])
     return render(request, "dashboard/agents.html", {
         "workflow": workflow, "agents": agents, "runs": runs, "nav": "agents",
-        "config": {"mode": "agents", "ticket_url": "/dashboard/ticket/",
+        "activity": _feed(workflow=workflow.slug, events=AGENT_EVENTS), "usage": _usage_chart(workflow_usage(workflow=workflow, days=14)),
+        "config": {"mode": "agents", "ticket_url": "/dashboard/ticket/", "last_id": last_id,
                    "ws_path": f"/ws/dashboard/?workflow={workflow.slug}&events=agent.event,sandbox.*,task.*,handoff.*"},
     })
 
 
-@login_required
+@_pages
 def ticket_detail(request, ticket_id):
     try:
         ticket = ticket_selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-    except DomainError as error:
-        raise Http404(error.message) from None
+    except DomainError:
+        raise _NotFoundPage(f"There is no ticket {ticket_id}, or it is in a workflow you cannot see. "
+                            "Ticket ids look like TKT-42.") from None
+    last_id = latest_event_id()
     page = collaboration_selectors.ticket_page(ticket=ticket)
     return render(request, "dashboard/ticket.html", {
         "ticket": ticket, "workflow": ticket.workflow, **page, "graph_svg": layered_graph(page["graph"]),
-        "status_labels": STATUS_LABELS,
-        "config": {"mode": "ticket", "ticket_id": ticket.public_id, "ticket_url": "/dashboard/ticket/",
+        "status_labels": STATUS_LABELS, "activity": _feed(ticket=ticket.public_id), "similar": _similar(ticket),
+        "config": {"mode": "ticket", "ticket_id": ticket.public_id, "ticket_url": "/dashboard/ticket/", "last_id": last_id,
                    "ws_path": f"/ws/dashboard/?ticket={ticket.public_id}"},
     })
+
+
+CHART_WIDTH, CHART_HEIGHT, CHART_BOTTOM = 560, 140, 22
+
+
+def _usage_chart(usage: dict) -> dict:
+    """Bar positions for the daily cost chart (server-side SVG) plus the budget burn."""
+    days = usage["days"]
+    peak = max((day["cost_usd"] for day in days), default=0) or 1
+    slot = CHART_WIDTH / max(len(days), 1)
+    bars = []
+    for index, day in enumerate(days):
+        height = float(day["cost_usd"] / peak) * (CHART_HEIGHT - CHART_BOTTOM - 14)
+        bars.append({**day, "x": round(index * slot + 2, 1), "width": round(slot - 4, 1), "height": round(height, 1),
+                     "y": round(CHART_HEIGHT - CHART_BOTTOM - height, 1), "label_x": round(index * slot + slot / 2, 1)})
+    budget = usage["budget_usd"]
+    burn = None if not budget else min(100, round(float(usage["month_spent_usd"] / budget) * 100))
+    return {**usage, "bars": bars, "width": CHART_WIDTH, "height": CHART_HEIGHT, "label_y": CHART_HEIGHT - 6, "burn": burn}
+
+
+def _similar(ticket) -> list[dict] | None:
+    """Tickets close in meaning (None when the embedding provider is unavailable: the page says so)."""
+    from tickets.search import similar_tickets
+
+    try:
+        return similar_tickets(workflow_ids=[ticket.workflow_id], title=ticket.title, description=ticket.description,
+                               exclude_ticket_id=ticket.pk, limit=5, threshold=0.3)
+    except Exception:  # the page must render without the embedding service
+        return None
 
 
 # --- server-side SVG of the task graph -------------------------------------------------------------

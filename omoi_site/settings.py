@@ -136,17 +136,33 @@ if TESTING:
     }.items():
         os.environ.setdefault(name, value)
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# How often a websocket re-checks its token / session and membership, and how long it may stay silent
+# before the server sends a heartbeat frame (keeps proxies from cutting idle sockets).
+WEBSOCKET_RECHECK_SECONDS = float(os.environ.get("WEBSOCKET_RECHECK_SECONDS", "3"))
+WEBSOCKET_HEARTBEAT_SECONDS = float(os.environ.get("WEBSOCKET_HEARTBEAT_SECONDS", "25"))
 if REDIS_URL:
+    # channels-redis blocks in BZPOPMIN for `brpop_timeout` (5 s) on every idle socket; redis-py 8's default
+    # socket_timeout is also 5 s, so an idle socket's read raced the timeout and died with TimeoutError
+    # every ~5 s. The socket timeout must exceed the blocking pop's timeout with room to spare.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 raises MaxConnectionsError past 100 pooled connections instead of waiting;
             # a burst of 200 sockets closing at once needs more.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 1000}], "capacity": 1500, "expiry": 30},
+            "CONFIG": {
+                "hosts": [{
+                    "address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30,
+                    "socket_connect_timeout": 5, "socket_keepalive": True, "health_check_interval": 15,
+                }],
+                "capacity": 1500, "expiry": 30,
+            },
         }
     }
     CHANNEL_LAYER_KIND = "redis"
 else:
+    # No Redis: an in-memory layer per process, fed by the event log. Every event is an EventRecord row plus
+    # a NOTIFY in the publishing transaction; each web process LISTENs and relays the rows to its sockets,
+    # so events the background worker publishes reach the dashboards too (omoi_site.events.EventRelay).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CHANNEL_LAYER_KIND = "in-memory"
 
@@ -255,7 +271,9 @@ DAYTONA_API_URL = os.environ.get("DAYTONA_API_URL", "")
 LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
 LLM_MODEL = os.environ.get("LLM_MODEL", "")
 LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "")
-MCP_SERVER_URL = os.environ.get("MCP_SERVER_URL", "http://127.0.0.1:8000/mcp/")
+# Launched workers call back here; by default the host and port this process serves on (manage.py serve
+# sets HOST/PORT from its arguments before settings are read by workers it starts).
+MCP_SERVER_URL = os.environ.get("MCP_SERVER_URL") or f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}/mcp/"
 
 # --- i18n / static ----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

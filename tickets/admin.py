@@ -418,7 +418,7 @@ class CommitLinkInline(ReadOnlyInline):
 class WorkflowAdminForm(forms.ModelForm):
     class Meta:
         model = Workflow
-        fields = ["slug", "name", "description", "max_concurrent_sandboxes", "auto_spawn_rules"]
+        fields = ["slug", "name", "description", "max_concurrent_sandboxes", "monthly_budget_usd", "auto_spawn_rules"]
 
 
 @admin.register(Workflow)
@@ -439,7 +439,8 @@ class WorkflowAdmin(ServiceAdmin):
         data = form.cleaned_data
         if not change:
             workflow = services.workflow_get_or_create(slug=data["slug"], name=data.get("name") or "")
-            changed = {f: data[f] for f in ("description", "max_concurrent_sandboxes", "auto_spawn_rules") if f in form.changed_data}
+            changed = {f: data[f] for f in ("description", "max_concurrent_sandboxes", "monthly_budget_usd", "auto_spawn_rules")
+                       if f in form.changed_data}
         else:
             workflow = obj
             changed = {f: data[f] for f in form.changed_data if f != "slug"}

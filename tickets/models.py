@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
@@ -19,6 +20,10 @@ class Workflow(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     max_concurrent_sandboxes = models.PositiveIntegerField(default=4)
+    monthly_budget_usd = models.DecimalField(
+        max_digits=10, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="LLM spend allowed per calendar month (UTC); the launcher refuses new sandboxes once it is used up. Empty: no limit.",
+    )
     auto_spawn_rules = models.JSONField(
         default=dict, blank=True, help_text="ticket_type → agent template; empty means no automatic launches"
     )

@@ -526,7 +526,7 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
 @transaction.atomic
 def workflow_update(*, actor, workflow_id: int, updates: dict) -> Workflow:
     """Edit a workflow's name, description, sandbox limit or auto-spawn rules (the slug is permanent)."""
-    editable = {"name", "description", "max_concurrent_sandboxes", "auto_spawn_rules"}
+    editable = {"name", "description", "max_concurrent_sandboxes", "auto_spawn_rules", "monthly_budget_usd"}
     unknown = sorted(set(updates) - editable)
     if unknown:
         raise DomainError(f"workflow: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(sorted(editable))}.")
@@ -539,6 +539,16 @@ def workflow_update(*, actor, workflow_id: int, updates: dict) -> Workflow:
         value = updates["max_concurrent_sandboxes"]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
             raise DomainError(f"max_concurrent_sandboxes must be a whole number from 0 to 1000; got {value!r}.")
+    if "monthly_budget_usd" in updates and updates["monthly_budget_usd"] is not None:
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            budget = Decimal(str(updates["monthly_budget_usd"]))
+        except (InvalidOperation, ValueError):
+            budget = None
+        if budget is None or not budget.is_finite() or not 0 <= budget < 10**8:
+            raise DomainError(f"monthly_budget_usd must be an amount in dollars from 0 to 99999999.99, or empty for no limit; got {updates['monthly_budget_usd']!r}.")
+        updates["monthly_budget_usd"] = budget.quantize(Decimal("0.01"))
     if "auto_spawn_rules" in updates and not isinstance(updates["auto_spawn_rules"], dict):
         raise DomainError('auto_spawn_rules must be an object mapping ticket_type to an agent template, e.g. {"bug": "worker"}.')
     for field, value in updates.items():

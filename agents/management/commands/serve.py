@@ -31,9 +31,12 @@ class Command(BaseCommand):
             call_command("seed_demo", stdout=self.stdout)
 
         if settings.CHANNEL_LAYER_KIND == "in-memory":
-            self.stdout.write("channel layer: in-memory (REDIS_URL unset) — single process only; set REDIS_URL for more")
+            self.stdout.write("channel layer: in-memory (CHANNEL_LAYER=memory) — single process only; set REDIS_URL for more")
         else:
-            self.stdout.write("channel layer: redis")
+            self.stdout.write(f"channel layer: {settings.CHANNEL_LAYER_KIND}")
+        if not os.environ.get("MCP_SERVER_URL"):  # launched workers call back to where we serve
+            callback_host = "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
+            os.environ["MCP_SERVER_URL"] = settings.MCP_SERVER_URL = f"http://{callback_host}:{options['port']}/mcp/"
         self.stdout.write(f"database: {settings.DATABASE_KIND}")
         worker = None
         if not options["no_worker"]:

@@ -1,0 +1,89 @@
+"""The default set-up (no REDIS_URL): events published by another process — the background worker, a
+management command — reach this process's sockets through the event log relay (an EventRecord row and a
+NOTIFY in the publishing transaction; the web process LISTENs and feeds its in-memory layer).
+
+The publisher is a real `manage.py shell` process started without REDIS_URL on the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.db import connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def without_redis(settings):
+    """This process as `make run` configures it when REDIS_URL is unset."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYER_KIND = "in-memory"
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+def _publisher_environment() -> dict:
+    connection.ensure_connection()
+    info = connection.connection.info
+    url = f"postgresql://{info.user}@/{info.dbname}?host={info.host}&port={info.port}"
+    return {**os.environ, "DATABASE_URL": url, "REDIS_URL": ""}
+
+
+def _publish_in_another_process(script: str) -> None:
+    process = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], env=_publisher_environment(),
+                             capture_output=True, text=True, timeout=180)
+    assert process.returncode == 0, process.stderr[-3000:]
+
+
+def test_events_of_another_process_reach_a_dashboard_socket_without_redis(workflow, without_redis):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from omoi_site.asgi import application
+
+    user = User.objects.create_user(f"mgr-{uuid.uuid4().hex[:6]}", password="pw-123456", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    marker = uuid.uuid4().hex
+    script = (
+        "from django.conf import settings; assert settings.CHANNEL_LAYER_KIND == 'in-memory'\n"
+        "from django.db import transaction; from omoi_site.events import publish_on_commit\n"
+        "with transaction.atomic():\n"
+        f"    publish_on_commit('sandbox.finished', workflow='{workflow.slug}', payload={{'marker': '{marker}', 'step': 1}})\n"
+        f"    publish_on_commit('sandbox.finished', workflow='{workflow.slug}', payload={{'marker': '{marker}', 'step': 2}})\n"
+        "try:\n"
+        "    with transaction.atomic():\n"
+        f"        publish_on_commit('sandbox.finished', workflow='{workflow.slug}', payload={{'marker': 'rolled back'}})\n"
+        "        raise RuntimeError\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+    )
+
+    async def scenario():
+        socket = WebsocketCommunicator(application, f"/ws/dashboard/?workflow={workflow.slug}",
+                                       headers=[(b"origin", b"http://127.0.0.1"), cookie])
+        connected, _ = await socket.connect(timeout=10)
+        assert connected
+        assert (await socket.receive_json_from(timeout=10))["type"] == "subscribed"
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(_publish_in_another_process, thread_sensitive=False)(script)
+        received = [await socket.receive_json_from(timeout=30) for _ in range(2)]
+        nothing_more = await socket.receive_nothing(timeout=1.5)
+        await socket.disconnect()
+        return received, nothing_more
+
+    received, nothing_more = async_to_sync(scenario)()
+    assert [(m["event"], m["payload"].get("step")) for m in received] == [("sandbox.finished", 1), ("sandbox.finished", 2)]
+    assert received[0]["id"] < received[1]["id"]
+    assert nothing_more is True  # the rolled-back publish never arrives
