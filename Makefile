@@ -25,13 +25,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt | $(PY)
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# The official MCP TypeScript SDK for tests/test_mcp_conformance.py, from the committed package-lock.json.
+JS_CONFORMANCE := tests/js/mcp-conformance
+$(JS_CONFORMANCE)/node_modules/.package-lock.json: $(JS_CONFORMANCE)/package-lock.json
+	cd $(JS_CONFORMANCE) && npm ci --no-audit --no-fund --ignore-scripts
+
+setup: $(STAMP) $(JS_CONFORMANCE)/node_modules/.package-lock.json
 	$(PY) manage.py migrate --noinput -v 0
 
 run: $(STAMP)
 	$(PY) manage.py serve --prepare
 
-test: $(STAMP)
+test: $(STAMP) $(JS_CONFORMANCE)/node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

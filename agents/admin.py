@@ -39,7 +39,7 @@ class SandboxRunInline(ReadOnlyInline):
 class AgentAdmin(ServiceAdmin):
     workflow_lookup = "workflows"
     form = AgentAdminForm
-    list_display = ["agent_id", "agent_type", "status", "workflow_list", "last_heartbeat", "created_at"]
+    list_display = ["agent_id", "kind", "agent_type", "status", "workflow_list", "last_heartbeat", "created_at"]
     list_filter = ["agent_type", "status", ("workflows", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["agent_id"]
     inlines = [AgentTokenInline, SandboxRunInline]
@@ -53,7 +53,17 @@ class AgentAdmin(ServiceAdmin):
         return self.inlines if obj else []
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("workflows")
+        return super().get_queryset(request).prefetch_related("workflows", "sandbox_runs")
+
+    @admin.display(description="kind")
+    def kind(self, obj):
+        """Workers the launcher made for one run are marked, with a link to their latest run."""
+        runs = list(obj.sandbox_runs.all())
+        if not runs:
+            return "standing"
+        latest = max(runs, key=lambda run: run.pk)
+        return format_html('ephemeral worker · <a href="{}">run {} ({})</a>',
+                           reverse("admin:agents_sandboxrun_change", args=[latest.pk]), latest.pk, latest.status)
 
     @admin.display(description="workflows")
     def workflow_list(self, obj):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from agents import selectors, services
 from agents.payloads import trajectory_payload
-from omoi_site.mcp_endpoint import AgentId, act_as, mcp_tool
+from omoi_site.mcp_endpoint import ActingAgentId, AgentId, act_as, mcp_tool
 
 
 @mcp_tool(read_only=True)
@@ -21,8 +21,8 @@ def get_agent_trajectory(caller, agent_id: AgentId, include_full_history: bool =
 
 @mcp_tool()
 def report_agent_event(
-    caller, agent_id: AgentId, event_type: Annotated[str, Field(min_length=1, max_length=60)],
-    payload: dict[str, Any] | None = None, task_id: str | None = None,
+    caller, event_type: Annotated[str, Field(min_length=1, max_length=60)],
+    payload: dict[str, Any] | None = None, task_id: str | None = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Record a step of your own trajectory (e.g. tool_call, thought, error) and refresh your heartbeat."""
     act_as(caller, agent_id)
@@ -37,9 +37,9 @@ def report_agent_event(
 
 @mcp_tool()
 def launch_worker(
-    caller, agent_id: AgentId,
+    caller,
     template: Annotated[str, Field(description="researcher | implementer | reviewer | db-specialist | coordinator")],
-    task_id: str | None = None, ticket_id: str | None = None,
+    task_id: str | None = None, ticket_id: str | None = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Coordinator only: start a sandboxed worker of `template` on a pending task (or on a ticket's next task)."""
     act_as(caller, agent_id)

@@ -72,6 +72,8 @@ TOKEN_ENVIRONMENT_VARIABLE = "OMOIOS_AGENT_TOKEN"
 
 WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100, description="workflow slug")]
 AgentId = Annotated[str, Field(min_length=1, max_length=100)]
+# The acting agent: the server defaults it to the token's agent when omitted.
+ActingAgentId = Annotated[str | None, Field(default=None, min_length=1, max_length=100)]
 TicketId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TKT-12")]
 TaskId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TSK-7")]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200, description="reuse on retry")]
@@ -145,7 +147,7 @@ class MCPCreateTicketAction(MCPServerAction):
     )
 
     workflow_id: WorkflowSlug
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     title: str = Field(min_length=3, max_length=500, description="3-500 chars")
     description: str = Field(min_length=10, max_length=20000, description="min 10 chars")
     ticket_type: TicketType = "task"
@@ -179,7 +181,7 @@ class MCPGetTicketsAction(MCPServerAction):
     assigned_agent_id: str | None = None
     include_completed: bool = True
     limit: int = Field(default=50, ge=1, le=100, description="1-100")
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
     sort_by: Literal["created_at", "updated_at", "priority", "status"] = "created_at"
     sort_order: Literal["desc", "asc"] = "desc"
 
@@ -197,12 +199,14 @@ class MCPUpdateTicketAction(MCPServerAction):
     tool_description: ClassVar[str] = "Edit ticket fields (not status: use mcp__change_ticket_status)."
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     updates: dict[str, Any] = Field(
         description="any of: title, description, priority, ticket_type, tags, assigned_agent_id, parent_ticket_id"
     )
     update_comment: str | None = Field(default=None, max_length=5000)
-    expected_version: int | None = Field(default=None, ge=1, description="refuse if changed since this version")
+    expected_version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="refuse if changed since this version"
+    )
     idempotency_key: IdempotencyKey = None
 
 
@@ -213,7 +217,7 @@ class MCPChangeTicketStatusAction(MCPServerAction):
     )
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     new_status: TicketStatus
     comment: Comment10
     commit_sha: CommitSha | None = None
@@ -225,7 +229,7 @@ class MCPResolveTicketAction(MCPServerAction):
     tool_description: ClassVar[str] = "Close a ticket as done; unblocks the tickets it blocked."
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     resolution_comment: Comment10
     commit_sha: CommitSha | None = None
     idempotency_key: IdempotencyKey = None
@@ -239,7 +243,7 @@ class MCPSearchTicketsAction(MCPServerAction):
     read_only: ClassVar[bool] = True
 
     workflow_id: WorkflowSlug
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     query: str = Field(min_length=3, max_length=1000, description="min 3 chars")
     search_type: Literal["hybrid", "semantic", "keyword"] = "hybrid"
     filters: dict[str, Any] | None = Field(
@@ -254,11 +258,13 @@ class MCPAddTicketCommentAction(MCPServerAction):
     tool_description: ClassVar[str] = "Comment on a ticket; mentioned agents are notified."
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     comment_text: str = Field(min_length=1, max_length=20000)
     comment_type: Literal["general", "status_change", "resolution", "question", "review", "discovery"] = "general"
     mentions: list[str] | None = Field(default=None, max_length=20, description="agent ids to notify")
-    attachments: list[Any] | None = Field(default=None, max_length=20)
+    attachments: list[Annotated[str, Field(min_length=1, max_length=2000)]] | None = Field(
+        default=None, max_length=20, description="URLs or file paths"
+    )
     idempotency_key: IdempotencyKey = None
 
 
@@ -267,7 +273,7 @@ class MCPAddTicketDependencyAction(MCPServerAction):
     tool_description: ClassVar[str] = "Mark ticket_id as blocked by blocked_by_ticket_id (cycles are refused)."
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     blocked_by_ticket_id: TicketId
     idempotency_key: IdempotencyKey = None
 
@@ -278,7 +284,7 @@ class MCPRemoveTicketDependencyAction(MCPServerAction):
     destructive: ClassVar[bool] = True
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     blocked_by_ticket_id: TicketId
     idempotency_key: IdempotencyKey = None
 
@@ -288,7 +294,7 @@ class MCPLinkCommitAction(MCPServerAction):
     tool_description: ClassVar[str] = "Link a git commit (hex sha, 7-64 chars) to a ticket."
 
     ticket_id: TicketId
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     commit_sha: CommitSha
     commit_message: str | None = Field(default=None, max_length=5000)
     idempotency_key: IdempotencyKey = None
@@ -311,6 +317,7 @@ class MCPCreateTaskAction(MCPServerAction):
     source_task_id: str | None = None
     priority_boost: bool = False
     dependencies: list[str] | None = Field(default=None, max_length=50, description="task ids to finish first")
+    claim: bool = Field(default=False, description="hold it at once (you become its holder)")
     idempotency_key: IdempotencyKey = None
 
 
@@ -325,7 +332,7 @@ class MCPUpdateTaskStatusAction(MCPServerAction):
     status: TaskStatus
     result: dict[str, Any] | None = Field(default=None, description="outcome summary")
     error_message: str | None = Field(default=None, max_length=10000)
-    fencing_token: int | None = Field(default=None, ge=0, description="from claim_next_task")
+    fencing_token: int | None = Field(default=None, ge=0, le=2**63 - 1, description="from claim_next_task")
     idempotency_key: IdempotencyKey = None
 
 
@@ -358,7 +365,7 @@ class MCPBroadcastMessageAction(MCPServerAction):
     server_tool: ClassVar[str] = "broadcast_message"
     tool_description: ClassVar[str] = "Message every other agent of the workflow (of ticket_id/task_id if given)."
 
-    sender_agent_id: AgentId
+    sender_agent_id: ActingAgentId = None
     message: MessageText
     message_type: MessageType = "info"
     ticket_id: str | None = None
@@ -370,7 +377,7 @@ class MCPSendMessageAction(MCPServerAction):
     server_tool: ClassVar[str] = "send_message"
     tool_description: ClassVar[str] = "Send a direct message to another agent."
 
-    sender_agent_id: AgentId
+    sender_agent_id: ActingAgentId = None
     recipient_agent_id: AgentId
     message: MessageText
     message_type: MessageType = "info"
@@ -385,7 +392,7 @@ class MCPGetMessagesAction(MCPServerAction):
     tool_description: ClassVar[str] = "Your inbox (direct and broadcast), newest first, with read state."
     read_only: ClassVar[bool] = True
 
-    agent_id: AgentId
+    agent_id: ActingAgentId = None
     thread_id: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=100, description="1-100")
     unread_only: bool = False
@@ -396,7 +403,7 @@ class MCPRequestHandoffAction(MCPServerAction):
     server_tool: ClassVar[str] = "request_handoff"
     tool_description: ClassVar[str] = "Ask another agent to take over a task you hold (they accept or decline)."
 
-    from_agent_id: AgentId
+    from_agent_id: ActingAgentId = None
     to_agent_id: AgentId
     task_id: TaskId
     reason: str = Field(min_length=10, max_length=5000, description="min 10 chars")

@@ -1,4 +1,5 @@
-"""Token cost of the 27 OmoiOS tool schemas exactly as an OpenHands agent sends them to the LLM.
+"""Token cost of OmoiOS's tool schemas: the server's whole tools/list (every MCP tool, as any MCP client
+receives it; budget 5,000 cl100k tokens) and the 27 typed tools exactly as an OpenHands agent sends them.
 
     .venv/bin/python bench/tool_tokens.py [--json]
 
@@ -49,6 +50,27 @@ def tool_params() -> list[dict]:
         client.close()
 
 
+SERVER_BUDGET = 5000
+
+
+def server_tools_list() -> dict:
+    """The tools/list result our server sends (the bytes built once per process), tokenised."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omoi_site.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from omoi_site.mcp_transport import tools_list_result
+
+    text = tools_list_result().decode()
+    encodings = _encodings()
+    return {
+        "count": len(json.loads(text)["tools"]),
+        **{name: len(encoding.encode(text)) for name, encoding in encodings.items()},
+        "budget": SERVER_BUDGET,
+    }
+
+
 def measure() -> dict:
     encodings = _encodings()
     rows = []
@@ -73,6 +95,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     result = measure()
+    server = server_tools_list()
+    result["server_tools_list"] = server
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -85,7 +109,13 @@ def main() -> int:
             f"{total['sdk_added_cl100k']:>19}"
         )
         print(f"budget {BUDGET}: {'OK' if max(total['cl100k_base'], total['o200k_base']) < BUDGET else 'OVER'}")
-    return 0 if max(result["total"]["cl100k_base"], result["total"]["o200k_base"]) < BUDGET else 1
+        print(
+            f"\nserver tools/list ({server['count']} tools, as sent): cl100k {server['cl100k_base']}, "
+            f"o200k {server['o200k_base']}; budget {SERVER_BUDGET} cl100k: "
+            f"{'OK' if server['cl100k_base'] <= SERVER_BUDGET else 'OVER'}"
+        )
+    typed_ok = max(result["total"]["cl100k_base"], result["total"]["o200k_base"]) < BUDGET
+    return 0 if typed_ok and server["cl100k_base"] <= SERVER_BUDGET else 1
 
 
 if __name__ == "__main__":

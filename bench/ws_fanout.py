@@ -1,10 +1,11 @@
 """Websocket fan-out benchmark: N dashboard sockets on one workflow board, events published through the
 real services, delivery latency (event `at` → client receive time) and delivered/expected counts.
 
-    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/ws_fanout.py --clients 200 --rate 20 --duration 10
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/ws_fanout.py --clients 200 --rate 20 --duration 10 --servers 2
 
-Without --url it serves the ASGI app with uvicorn (one process, on a free loopback port) next to this
-one; events published here reach it through Redis, as in production. With --url it targets a running
+Without --url it serves the ASGI app with `--servers` uvicorn processes (default 2, each on a free loopback
+port, as replicas behind a load balancer) and spreads the sockets over them round-robin; events published
+here reach them through Redis, as in production. With --url it targets a running
 server that shares this machine's database and Redis. It uses the project database (the embedded
 PostgreSQL unless DATABASE_URL is set): it creates workflow `bench-fanout`, staff user `bench-staff`,
 agent `bench-agent` and a pool of tickets it moves backlog ⇄ analyzing with `ticket_change_status`.
@@ -39,7 +40,8 @@ def parse_args():
     parser.add_argument("--rate", type=float, default=20.0, help="events per second published through the services")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for late deliveries")
-    parser.add_argument("--url", help="target server, e.g. http://127.0.0.1:8000 (default: start one here)")
+    parser.add_argument("--url", help="target server, e.g. http://127.0.0.1:8000 (default: start --servers here)")
+    parser.add_argument("--servers", type=int, default=2, help="web processes to start when --url is not given")
     return parser.parse_args()
 
 
@@ -144,15 +146,17 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-async def run(args, base_url: str, cookie: str, agent, ticket_ids: list[int]):
-    ws_url = base_url.replace("http://", "ws://").replace("https://", "wss://") + f"/ws/dashboard/?workflow={WORKFLOW}&events=ticket.status_changed"
-    origin = base_url
+async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[int]):
+    def ws_url(base_url: str) -> str:
+        return base_url.replace("http://", "ws://").replace("https://", "wss://") + f"/ws/dashboard/?workflow={WORKFLOW}&events=ticket.status_changed"
+
     ready, done = asyncio.Event(), asyncio.Event()
     ready_count = [0]
     latencies: list[float] = []
     counts = [0] * args.clients
     connect_started = time.monotonic()
-    tasks = [asyncio.create_task(client_task(ws_url, cookie, origin, ready, ready_count, args.clients, latencies, counts, i, done))
+    tasks = [asyncio.create_task(client_task(ws_url(base_urls[i % len(base_urls)]), cookie, base_urls[i % len(base_urls)], ready,
+                                             ready_count, args.clients, latencies, counts, i, done))
              for i in range(args.clients)]
     await asyncio.wait_for(ready.wait(), timeout=60)
     connect_seconds = time.monotonic() - connect_started
@@ -171,6 +175,7 @@ async def run(args, base_url: str, cookie: str, agent, ticket_ids: list[int]):
     done.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     delivered = sum(counts)
+    print(f"web processes      {len(base_urls)}")
     print(f"clients            {args.clients} (all subscribed in {connect_seconds:.2f} s)")
     print(f"events published   {len(published)} in {publish_seconds:.2f} s ({len(published) / publish_seconds:.1f}/s, target {args.rate}/s)")
     print(f"delivered/expected {delivered}/{expected} ({100 * delivered / max(expected, 1):.2f} %)")
@@ -192,14 +197,16 @@ def main():
 
     call_command("migrate", verbosity=0)  # benches run on the current schema
     cookie, agent, ticket_ids = prepare()
-    server = None
-    base_url = args.url.rstrip("/") if args.url else None
-    if base_url is None:
-        base_url, server = start_server()
+    servers = []
+    if args.url:
+        base_urls = [args.url.rstrip("/")]
+    else:
+        started = [start_server() for _ in range(max(1, args.servers))]
+        base_urls, servers = [url for url, _ in started], [process for _, process in started]
     try:
-        complete = asyncio.run(run(args, base_url, cookie, agent, ticket_ids))
+        complete = asyncio.run(run(args, base_urls, cookie, agent, ticket_ids))
     finally:
-        if server is not None:
+        for server in servers:
             server.terminate()
             server.wait(timeout=20)
     sys.exit(0 if complete else 1)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from collaboration import payloads, selectors, services
-from omoi_site.mcp_endpoint import AgentId, TaskId, act_as, mcp_tool
+from omoi_site.mcp_endpoint import ActingAgentId, AgentId, TaskId, act_as, mcp_tool
 
 MessageType = Literal["info", "question", "warning", "discovery", "handoff_request", "handoff_accepted", "handoff_declined"]
 MessageText = Annotated[str, Field(min_length=1, max_length=20000)]
@@ -16,8 +16,8 @@ HandoffId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. 
 
 @mcp_tool()
 def broadcast_message(
-    caller, sender_agent_id: AgentId, message: MessageText, message_type: MessageType = "info",
-    ticket_id: str | None = None, task_id: str | None = None,
+    caller, message: MessageText, message_type: MessageType = "info",
+    ticket_id: str | None = None, task_id: str | None = None, sender_agent_id: ActingAgentId = None,
 ) -> dict:
     """Send a message to every other agent of the workflow (of ticket_id/task_id if given)."""
     act_as(caller, sender_agent_id, argument="sender_agent_id")
@@ -27,9 +27,9 @@ def broadcast_message(
 
 @mcp_tool()
 def send_message(
-    caller, sender_agent_id: AgentId, recipient_agent_id: AgentId, message: MessageText, message_type: MessageType = "info",
+    caller, recipient_agent_id: AgentId, message: MessageText, message_type: MessageType = "info",
     ticket_id: str | None = None, task_id: str | None = None,
-    thread_id: Annotated[str | None, Field(max_length=64, description="reply in an existing thread")] = None,
+    thread_id: Annotated[str | None, Field(max_length=64, description="reply in an existing thread")] = None, sender_agent_id: ActingAgentId = None,
 ) -> dict:
     """Send a direct message to another agent."""
     act_as(caller, sender_agent_id, argument="sender_agent_id")
@@ -40,9 +40,9 @@ def send_message(
 
 @mcp_tool(read_only=True)
 def get_messages(
-    caller, agent_id: AgentId, thread_id: Annotated[str | None, Field(max_length=64)] = None,
+    caller, thread_id: Annotated[str | None, Field(max_length=64)] = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 50, unread_only: bool = False,
-    mark_read: Annotated[bool, Field(description="mark the returned messages read")] = False,
+    mark_read: Annotated[bool, Field(description="mark the returned messages read")] = False, agent_id: ActingAgentId = None,
 ) -> dict:
     """Your inbox (direct messages and broadcasts), newest first, with read state."""
     act_as(caller, agent_id)
@@ -56,9 +56,9 @@ def get_messages(
 
 @mcp_tool()
 def request_handoff(
-    caller, from_agent_id: AgentId, to_agent_id: AgentId, task_id: TaskId,
+    caller, to_agent_id: AgentId, task_id: TaskId,
     reason: Annotated[str, Field(min_length=10, max_length=5000)],
-    context: Annotated[dict[str, Any] | None, Field(description="what the next agent needs to know")] = None,
+    context: Annotated[dict[str, Any] | None, Field(description="what the next agent needs to know")] = None, from_agent_id: ActingAgentId = None,
 ) -> dict:
     """Ask another agent to take over a task you hold; they accept_handoff or decline_handoff."""
     act_as(caller, from_agent_id, argument="from_agent_id")
@@ -67,7 +67,8 @@ def request_handoff(
 
 
 @mcp_tool()
-def accept_handoff(caller, handoff_id: HandoffId, agent_id: AgentId, note: Annotated[str | None, Field(max_length=2000)] = None) -> dict:
+def accept_handoff(caller, handoff_id: HandoffId, note: Annotated[str | None, Field(max_length=2000)] = None, agent_id: ActingAgentId = None,
+) -> dict:
     """Accept a hand-off addressed to you: the task and its lease become yours (new fencing_token)."""
     act_as(caller, agent_id)
     handoff = services.handoff_accept(agent=caller, handoff_id=handoff_id, note=note or "")
@@ -75,7 +76,8 @@ def accept_handoff(caller, handoff_id: HandoffId, agent_id: AgentId, note: Annot
 
 
 @mcp_tool()
-def decline_handoff(caller, handoff_id: HandoffId, agent_id: AgentId, reason: Annotated[str | None, Field(max_length=2000)] = None) -> dict:
+def decline_handoff(caller, handoff_id: HandoffId, reason: Annotated[str | None, Field(max_length=2000)] = None, agent_id: ActingAgentId = None,
+) -> dict:
     """Decline a hand-off addressed to you; the task stays with the requester."""
     act_as(caller, agent_id)
     return payloads.handoff_payload(services.handoff_decline(agent=caller, handoff_id=handoff_id, reason=reason or ""))

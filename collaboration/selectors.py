@@ -128,14 +128,16 @@ def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
 
 def workflow_agents_overview(*, workflow) -> list:
     """Agents of the workflow, each with `current_tasks` (claimed/running) and `runs` (its sandbox runs in
-    this workflow, newest first) and `total_cost_usd`."""
+    this workflow, newest first), `total_cost_usd` and `last_seen`."""
     from decimal import Decimal
+
+    from django.db.models import Max
 
     from agents.models import SandboxRun
     from agents.selectors import agent_list
     from tasks.models import Task
 
-    agents = list(agent_list(workflow_id=workflow.id).order_by("agent_id"))
+    agents = list(agent_list(workflow_id=workflow.id).annotate(token_last_used=Max("tokens__last_used_at")).order_by("agent_id"))
     active = {}
     for task in Task.objects.filter(workflow=workflow, status__in=Task.ACTIVE_STATUSES).order_by("id"):
         active.setdefault(task.claimed_by_id, []).append(task)
@@ -146,6 +148,8 @@ def workflow_agents_overview(*, workflow) -> list:
         agent.current_tasks = active.get(agent.agent_id, [])
         agent.runs = runs.get(agent.agent_id, [])
         agent.total_cost_usd = sum((run.llm_cost_usd for run in agent.runs), Decimal("0"))
+        # last seen: the latest heartbeat or the latest call made with one of its tokens (MCP, REST, socket)
+        agent.last_seen = max((t for t in (agent.last_heartbeat, agent.token_last_used) if t), default=None)
     return agents
 
 

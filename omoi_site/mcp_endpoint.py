@@ -34,10 +34,7 @@ from mcp import types as mcp_types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from rest_framework.permissions import IsAuthenticated
 
-from agents.authentication import AgentTokenAuthentication
-from omoi_site.api_support import McpRateThrottle
 from omoi_site.domain import DomainError
 
 logger = logging.getLogger(__name__)
@@ -45,9 +42,7 @@ logger = logging.getLogger(__name__)
 TOOL_MODULES = ("tickets.mcp", "tasks.mcp", "collaboration.mcp", "agents.mcp")
 MAX_JSON_ARGUMENT_BYTES = 32_000
 
-IdempotencyKey = Annotated[
-    str | None, Field(default=None, min_length=1, max_length=200, description="Retry-safe key: same key → first result")
-]
+IdempotencyKey = Annotated[str | None, Field(default=None, min_length=1, max_length=200)]
 
 
 @dataclass
@@ -68,11 +63,13 @@ class ToolSpec:
             name=self.name,
             description=self.description,
             inputSchema=self.input_schema(),
+            # Only hints that differ from the spec's defaults (readOnly false, destructive true,
+            # idempotent false): every token of tools/list is paid in every prompt. (openWorldHint is left
+            # at its default too; these tools act on OmoiOS's own records only.)
             annotations=mcp_types.ToolAnnotations(
-                readOnlyHint=self.read_only,
+                readOnlyHint=True if self.read_only else None,
                 destructiveHint=self.destructive if not self.read_only else None,
                 idempotentHint=True if self.read_only else None,
-                openWorldHint=False,
             ),
         )
 
@@ -164,7 +161,37 @@ def compact_schema(schema: dict) -> dict:
     result = resolve(schema)
     result.pop("additionalProperties", None)
     result["additionalProperties"] = False
+    for prop in result.get("properties", {}).values():
+        _describe_limits(prop)
     return result
+
+
+def _describe_limits(prop: dict) -> None:
+    """Write a property's limits into its description as well: some agent SDKs (OpenHands) strip
+    minLength/maximum/maxItems before the LLM sees a schema, and then the model learns them by failing.
+    A non-empty string (minLength 1) is implied and left out of the advertised schema."""
+    if prop.get("minLength") == 1:
+        prop.pop("minLength")
+    notes = []
+    low, high = prop.get("minLength"), prop.get("maxLength")
+    if low is not None:  # (a bare maxLength is a backstop against abuse, not something to plan for)
+        notes.append(f"{low}-{high} chars" if high is not None else f"min {low} chars")
+    low, high = prop.get("minimum"), prop.get("maximum")
+    if high is not None:
+        notes.append(f"{low if low is not None else 'up to'}-{high}" if low is not None else f"max {high}")
+    elif low is not None and low != 0:
+        notes.append(f"min {low}")
+    if prop.get("maxItems") is not None:
+        notes.append(f"max {prop['maxItems']} items")
+    items = prop.get("items")
+    if isinstance(items, dict):
+        if items.get("minLength") == 1:
+            items.pop("minLength")
+    if notes:
+        text = ", ".join(notes)
+        description = prop.get("description")
+        if not description or text not in description:
+            prop["description"] = f"{description} ({text})" if description else text
 
 
 # --- validation messages -----------------------------------------------------------------------------
@@ -192,20 +219,49 @@ def _json_dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _find_nul(value: Any, path: str) -> str | None:
-    """PostgreSQL text cannot hold NUL characters; find one anywhere in the arguments (keys included)."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _find_nul(item, f"{path}[{index}]")
-            if found:
-                return found
+MAX_ARGUMENT_DEPTH = 32
+INT64 = 2**63
+
+
+def find_unstorable(value: Any) -> str | None:
+    """Why the arguments cannot be stored, or None. PostgreSQL text holds neither NUL characters nor lone
+    UTF-16 surrogates, and its integers are 64-bit; nesting is capped so no walk can recurse without end.
+    Keys are checked as well as values. Iterative on purpose (no RecursionError on hostile input)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            problem = _text_problem(node)
+            if problem:
+                return f"Argument '{path or 'arguments'}' contains {problem}, which cannot be stored; remove it."
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not -INT64 <= node < INT64:
+                return f"Argument '{path}' is out of range: integers must fit in 64 bits (below 2^63)."
+        elif isinstance(node, (dict, list)):
+            if depth >= MAX_ARGUMENT_DEPTH:
+                return f"Argument '{path}' is nested deeper than {MAX_ARGUMENT_DEPTH} levels; flatten it."
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    key_text = str(key)
+                    problem = _text_problem(key_text)
+                    if problem:
+                        return f"An argument name under '{path or 'arguments'}' contains {problem}; remove it."
+                    stack.append((item, f"{path}.{key_text}" if path else key_text, depth + 1))
+            else:
+                stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(node))
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character (\\x00)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate (an unpaired \\ud800-\\udfff escape)"
     return None
 
 
@@ -216,38 +272,79 @@ def _check_argument_sizes(arguments: dict) -> str | None:
     return None
 
 
+RETRYABLE_SQLSTATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    cause = error.__cause__ or error.__context__
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or getattr(error, "pgcode", None)
+
+
+def call_tool_sync(caller, name: str, arguments: Any) -> tuple[bool, str]:
+    """tools/call for an authenticated agent, in a worker thread: look the tool up and run it."""
+    tools = load_tools()
+    tool = tools.get(name)
+    if tool is None:
+        return True, f"Unknown tool '{name}'. Call tools/list to see the {len(tools)} available tools."
+    return run_tool(tool, caller, arguments)
+
+
 def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, str]:
-    """Validate and execute one tool call as `caller`. Returns (is_error, text). Never raises."""
+    """Validate and execute one tool call as `caller`. Returns (is_error, text). Never raises.
+
+    A serialization failure or deadlock (SQLSTATE 40001/40P01) rolls the call back and runs it once more,
+    invisibly; a database that cannot be reached is reported as such, so the agent retries later."""
+    from django.db import DatabaseError
+
+    from omoi_site.mcp_transport import DATABASE_UNAVAILABLE, is_database_unavailable
+
     if not isinstance(arguments, dict):
         return True, f"Arguments for {tool.name} must be a JSON object."
     oversize = _check_argument_sizes(arguments)
     if oversize:
         return True, oversize
-    nul_at = _find_nul(arguments, "")
-    if nul_at:
-        return True, f"Argument '{nul_at}' contains a NUL character (\\x00), which cannot be stored; remove it."
+    unstorable = find_unstorable(arguments)
+    if unstorable:
+        return True, unstorable
     try:
         validated = tool.arguments_model.model_validate(arguments)
     except ValidationError as error:
         return True, describe_validation_error(tool, error)
     values = {name: getattr(validated, name) for name in tool.arguments_model.model_fields}
     idempotency_key = values.pop("idempotency_key", None)
-    try:
-        if idempotency_key:
-            result = _run_idempotent(tool, caller, idempotency_key, values)
-        else:
-            with transaction.atomic():
+    for attempt in (1, 2):
+        try:
+            if idempotency_key:
+                result = _run_idempotent(tool, caller, idempotency_key, values)
+            elif tool.read_only:
+                # Reads need no transaction of their own (a read tool's optional write, e.g. get_messages
+                # mark_read, is a service with its own); skipping BEGIN/COMMIT saves two round trips.
                 result = tool.function(caller, **values)
-        return False, _json_dumps(result)
-    except DomainError as error:
-        return True, error.message
-    except Exception:
-        reference = uuid.uuid4().hex[:12]
-        logger.exception("MCP tool %s failed (ref %s)", tool.name, reference)
-        return True, (
-            f"Internal error in {tool.name} (ref {reference}); nothing was changed. "
-            "Retry once; if it repeats, report the ref to an operator."
-        )
+            else:
+                with transaction.atomic():
+                    result = tool.function(caller, **values)
+            return False, _json_dumps(result)
+        except DomainError as error:
+            return True, error.message
+        except DatabaseError as error:
+            if attempt == 1 and _sqlstate(error) in RETRYABLE_SQLSTATES:
+                logger.info("MCP tool %s: %s, retrying once", tool.name, _sqlstate(error))
+                continue
+            if is_database_unavailable(error):
+                return True, f"{tool.name}: {DATABASE_UNAVAILABLE}"
+            return _internal_error(tool)
+        except Exception:
+            return _internal_error(tool)
+    return _internal_error(tool)  # pragma: no cover  (the loop always returns)
+
+
+def _internal_error(tool: ToolSpec) -> tuple[bool, str]:
+    reference = uuid.uuid4().hex[:12]
+    logger.exception("MCP tool %s failed (ref %s)", tool.name, reference)
+    return True, (
+        f"Internal error in {tool.name} (ref {reference}); nothing was changed. "
+        "Retry once; if it repeats, report the ref to an operator."
+    )
 
 
 def _run_idempotent(tool: ToolSpec, caller, key: str, values: dict) -> Any:
@@ -279,21 +376,20 @@ def _replayed(tool: ToolSpec, record) -> Any:
 
 
 class OmoiMCP(DjangoMCP):
-    """django-mcp-server's transport with OmoiOS's registry, validation and error rendering."""
+    """django-mcp-server's server object with OmoiOS's registry, validation and error rendering.
+
+    `/mcp/` is served by `omoi_site.mcp_transport` (stateless, JSON, one thread hop per call); these
+    handlers keep the library's own transport consistent with it for anyone who mounts that instead."""
 
     async def list_tools(self) -> list[mcp_types.Tool]:
         return [spec.as_mcp_tool() for spec in load_tools().values()]
 
     async def call_tool(self, name: str, arguments: dict[str, Any]):
-        tools = load_tools()
-        tool = tools.get(name)
-        if tool is None:
-            return _result(True, f"Unknown tool '{name}'. Call tools/list to see the {len(tools)} available tools.")
         request = django_request_ctx.get(None)
         caller = getattr(request, "user", None)
         if caller is None or not getattr(caller, "agent_id", None):
             return _result(True, "Not authenticated: send 'Authorization: Bearer <agent token>'.")
-        is_error, text = await sync_to_async(run_tool, thread_sensitive=True)(tool, caller, arguments or {})
+        is_error, text = await sync_to_async(call_tool_sync, thread_sensitive=False)(caller, name, arguments or {})
         return _result(is_error, text)
 
 
@@ -303,46 +399,65 @@ def _result(is_error: bool, text: str) -> mcp_types.CallToolResult:
 
 SERVER_INSTRUCTIONS = (
     "OmoiOS coordinates a fleet of agents. Tickets (TKT-n) hold work and blockers; tasks (TSK-n) are claimed "
-    "under a lease (claim_next_task, heartbeat_task, update_task_status). Act only as your own agent_id. "
-    "Search before you create a ticket. Errors say what to change."
+    "under a lease (claim_next_task, heartbeat_task, update_task_status). Acting-agent arguments default to "
+    "you. Search before you create a ticket. Errors say which call fixes them."
 )
-omoi_mcp_server = OmoiMCP(name="omoios", instructions=SERVER_INSTRUCTIONS, stateless=True)
+omoi_mcp_server = OmoiMCP(name="OmoiOS", instructions=SERVER_INSTRUCTIONS, stateless=True)
 
 
 class OmoiMCPView(MCPServerStreamableHttpView):
-    """POST = JSON-RPC over streamable HTTP (stateless). GET would open the optional server→client stream,
-    which django-mcp-server cannot serve (it spins forever), so it is answered 405."""
+    """django-mcp-server's view class bound to our server object, answered by our transport: `as_view()`
+    returns one async Django view that hands the request to `omoi_site.mcp_transport.handle`.
+
+    Under ASGI, `omoi_site.asgi` routes `/mcp` to the transport before Django's handler (no middleware,
+    no extra thread hops); this view serves the same answers under WSGI and Django's test client."""
 
     mcp_server = omoi_mcp_server
-    authentication_classes = [AgentTokenAuthentication]
-    permission_classes = [IsAuthenticated]
-    throttle_classes = [McpRateThrottle]  # per-token limit, settings.MCP_RATE_LIMIT; 429 + Retry-After
 
-    def get(self, request, *args, **kwargs):
-        return HttpResponse(status=405, headers={"Allow": "POST, DELETE"}, content=b"GET is not supported; POST JSON-RPC.")
+    @classmethod
+    def as_view(cls, **initkwargs):
+        from omoi_site import mcp_transport
 
-    def delete(self, request, *args, **kwargs):
-        return HttpResponse(status=200)
+        async def view(request):
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            body = request.body if len(request.body) <= mcp_transport.MAX_BODY_BYTES else None
+            if body is None:
+                reply = mcp_transport._too_large()
+            else:
+                reply = await mcp_transport.handle(request.method, headers, body, request.META.get("REMOTE_ADDR", ""))
+            status, response_headers, content = mcp_transport._finish(reply, headers.get("accept"))
+            response = HttpResponse(content, status=status)
+            for name, value in response_headers:
+                if name != b"content-length":
+                    response[name.decode()] = value.decode()
+            return response
+
+        return csrf_exempt(view)
 
 
-mcp_view = csrf_exempt(OmoiMCPView.as_view())
+mcp_view = OmoiMCPView.as_view()
 
 
 # --- shared argument types and the identity rule (used by every app's mcp.py) ------------------------
 
-WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100, description="workflow slug")]
+WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100)]
 AgentId = Annotated[str, Field(min_length=1, max_length=100)]
+# The acting agent: omitted, it is the token's agent; naming another agent is refused (act_as).
+ActingAgentId = Annotated[str | None, Field(min_length=1, max_length=100)]
+Offset = Annotated[int, Field(ge=0, le=1_000_000)]
 TicketId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TKT-12")]
 TaskId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TSK-7")]
 
 
-def act_as(caller, agent_id: str, *, argument: str = "agent_id") -> None:
-    """The acting-agent argument must name the authenticated agent: an agent acts only as itself."""
+def act_as(caller, agent_id: str | None, *, argument: str = "agent_id") -> None:
+    """The acting-agent argument, when given, must name the authenticated agent: an agent acts only as
+    itself. Omitted (None), it is the token's agent."""
     from omoi_site.domain import PermissionDenied
 
-    if agent_id != caller.agent_id:
+    if agent_id is not None and agent_id != caller.agent_id:
         raise PermissionDenied(
-            f"{argument} '{agent_id}' is not you: your token belongs to '{caller.agent_id}'. Pass {argument}='{caller.agent_id}'."
+            f"{argument} '{agent_id}' is not you: your token belongs to '{caller.agent_id}'. "
+            f"Omit {argument} or pass {argument}='{caller.agent_id}'."
         )
 
 

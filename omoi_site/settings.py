@@ -115,7 +115,9 @@ if DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_MAX_SIZE,
-        "timeout": 30,
+        # How long a request waits for a pooled connection: also how long it takes to report a database
+        # that is down ("database unavailable", MCP tool error / HTTP 503) instead of hanging.
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
     }
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_omoios")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -250,6 +252,14 @@ DJANGO_MCP_GLOBAL_SERVER_CONFIG = {
     "stateless": True,
 }
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
+# Browsers' Origin header on /mcp/ must be on this list (the spec's DNS-rebinding defence; 403 otherwise).
+# Clients that send no Origin (SDKs, CLIs, agents) are not affected; loopback origins are allowed in dev.
+MCP_ALLOWED_ORIGINS = [o for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()] + [
+    o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+MCP_ALLOW_LOOPBACK_ORIGINS = not IS_PRODUCTION
+# A token's agent is remembered this long per process; a revoked token is refused at most this late.
+MCP_TOKEN_CACHE_SECONDS = float(os.environ.get("MCP_TOKEN_CACHE_SECONDS", "5"))
 DJANGO_MCP_AUTHENTICATION_CLASSES = ["agents.authentication.AgentTokenAuthentication"]
 AGENT_TOKEN_TTL_SECONDS = int(os.environ.get("AGENT_TOKEN_TTL_SECONDS", "0"))  # 0 = no expiry
 TASK_LEASE_SECONDS = int(os.environ.get("TASK_LEASE_SECONDS", "300"))

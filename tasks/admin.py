@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from omoi_site.domain import DomainError
 from tasks import services
 from tasks.models import Discovery, Task, TaskEvent
-from tickets.admin import ReadOnlyAdmin, ReadOnlyInline, run_links
+from tickets.admin import PUBLIC_ID, ReadOnlyAdmin, ReadOnlyInline, run_links
 
 
 class TaskEventInline(ReadOnlyInline):
@@ -34,12 +34,22 @@ class TaskAdmin(ReadOnlyAdmin):
                    ("workflow", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["ticket", "claimed_by", "assigned_agent"]
     search_fields = ["description"]
+    search_help_text = "Words of the description, or an id: TSK-7 (that task) or TKT-42 (its tasks)."
     inlines = [TaskEventInline, DiscoveryInline]
     actions = ["return_to_queue", "cancel", "launch_implementer"]
 
     @admin.display(description="id", ordering="id")
     def public_id(self, obj):
         return obj.public_id
+
+    def get_search_results(self, request, queryset, search_term):
+        """An exact TSK-n finds that task, TKT-n the tasks of that ticket; other text searches descriptions."""
+        match = PUBLIC_ID.match(search_term or "")
+        if match and match.group(1).upper() == "TSK":
+            return queryset.filter(pk=int(match.group(2))), False
+        if match and match.group(1).upper() == "TKT":
+            return queryset.filter(ticket_id=int(match.group(2))), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="ticket", ordering="ticket_id")
     def ticket_link(self, obj):

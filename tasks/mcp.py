@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from omoi_site.mcp_endpoint import AgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.mcp_endpoint import ActingAgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
 from tasks import payloads, selectors, services
 from tickets.selectors import ticket_get, workflow_get
 
@@ -21,7 +21,7 @@ DiscoveryType = Literal[
     "bug", "optimization", "clarification_needed", "new_component", "security_issue", "performance_issue",
     "missing_requirement", "integration_issue", "technical_debt", "documentation", "other",
 ]
-FencingToken = Annotated[int | None, Field(ge=0, description="from claim_next_task; refuses stale holders")]
+FencingToken = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="from claim_next_task; refuses stale holders")]
 
 
 @mcp_tool()
@@ -37,14 +37,18 @@ def create_task(
     source_task_id: str | None = None,
     priority_boost: bool = False,
     dependencies: Annotated[list[str] | None, Field(max_length=50, description="task ids that must complete first")] = None,
+    claim: Annotated[bool, Field(description="hold it at once")] = False,
 ) -> dict:
-    """Create a task under a ticket. With discovery_type+source_task_id it records a discovery on the source
-    task that spawns exactly this task (priority_boost raises it one level)."""
+    """Create a task under a ticket; claim=true makes you its holder at once. discovery_type+source_task_id
+    record a discovery on the source task that spawns this task (priority_boost: one level up)."""
     task, discovery = services.task_create(
         actor=caller, ticket_id=ticket_id, phase_id=phase_id, description=description, task_type=task_type, priority=priority,
         dependencies=dependencies, discovery_type=discovery_type, discovery_description=discovery_description,
         source_task_id=source_task_id, priority_boost=priority_boost,
     )
+    if claim:
+        # Same transaction as the creation (the door's atomic block): no one else can take it in between.
+        task = services.task_update_status(actor=caller, task_id=task.public_id, status="claimed")
     result = {"task": payloads.task_payload(task, include_dependencies=True)}
     if discovery is not None:
         result["discovery"] = payloads.discovery_payload(discovery)
@@ -105,8 +109,8 @@ def get_discoveries_by_type(caller, discovery_type: DiscoveryType, limit: Annota
 
 @mcp_tool()
 def claim_next_task(
-    caller, agent_id: AgentId, workflow_id: WorkflowSlug,
-    task_types: Annotated[list[TaskType] | None, Field(max_length=10)] = None,
+    caller, workflow_id: WorkflowSlug,
+    task_types: Annotated[list[TaskType] | None, Field(max_length=10)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Atomically claim the highest-priority ready task (dependencies done). Returns task + fencing_token, or
     task null when nothing is ready. Keep the lease alive with heartbeat_task."""
@@ -119,7 +123,8 @@ def claim_next_task(
 
 
 @mcp_tool()
-def heartbeat_task(caller, task_id: TaskId, agent_id: AgentId, fencing_token: FencingToken = None) -> dict:
+def heartbeat_task(caller, task_id: TaskId, fencing_token: FencingToken = None, agent_id: ActingAgentId = None,
+) -> dict:
     """Renew your lease on a task you hold."""
     act_as(caller, agent_id)
     task = services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token)
@@ -128,8 +133,8 @@ def heartbeat_task(caller, task_id: TaskId, agent_id: AgentId, fencing_token: Fe
 
 @mcp_tool()
 def release_task(
-    caller, task_id: TaskId, agent_id: AgentId, fencing_token: FencingToken = None,
-    reason: Annotated[str | None, Field(max_length=2000)] = None,
+    caller, task_id: TaskId, fencing_token: FencingToken = None,
+    reason: Annotated[str | None, Field(max_length=2000)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Give a task you hold back to the queue."""
     act_as(caller, agent_id)
@@ -139,8 +144,8 @@ def release_task(
 
 @mcp_tool()
 def register_conversation(
-    caller, task_id: TaskId, agent_id: AgentId, conversation_id: Annotated[str, Field(min_length=1, max_length=200)],
-    sandbox_id: Annotated[str | None, Field(max_length=200)] = None,
+    caller, task_id: TaskId, conversation_id: Annotated[str, Field(min_length=1, max_length=200)],
+    sandbox_id: Annotated[str | None, Field(max_length=200)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Attach your conversation id (and sandbox id) to a task you hold."""
     act_as(caller, agent_id)

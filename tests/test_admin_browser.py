@@ -153,3 +153,9 @@ def test_the_triage_flow_from_search_to_the_launched_run(asgi_server, transactio
     assert "NOT isolated" in page.locator("#content").inner_text()
     assert "implementer" in page.locator("#content").inner_text()
     page.screenshot(path=str(ARTIFACTS / "admin-run.png"), full_page=True)
+
+    # the cockpit on a phone-sized screen (for the artifacts; the sections stack)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base}/admin/tickets/ticket/{login.pk}/change/")
+    page.wait_for_selector("#cockpit")
+    page.screenshot(path=str(ARTIFACTS / "admin-cockpit-phone.png"), full_page=False)

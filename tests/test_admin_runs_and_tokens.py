@@ -104,3 +104,33 @@ def test_the_api_docs_load_nothing_from_outside_the_server(client, admin_user, n
     external = re.findall(r'(?:src|href)=["\'](?:https?:)?//[^"\']+', page)
     assert external == []
     assert "<script" in page
+
+
+def test_launched_workers_are_marked_ephemeral_with_their_run(client, admin_user, workflow, agent):
+    from agents.launcher import launch_worker
+
+    run = launch_worker(actor=admin_user, template="implementer", ticket=_ticket(workflow, agent), enqueue=False)
+    client.force_login(admin_user)
+
+    listing = client.get(reverse("admin:agents_agent_changelist")).content.decode()
+
+    run_url = reverse("admin:agents_sandboxrun_change", args=[run.pk])
+    assert f'ephemeral worker · <a href="{run_url}">run {run.pk} (pending)</a>' in listing
+    assert listing.count("standing") == 1  # runs-worker, the agent that filed the ticket
+
+
+def test_task_search_finds_a_task_or_a_tickets_tasks_by_id(client, admin_user, workflow, agent):
+    from tasks.services import task_create
+
+    ticket, other = _ticket(workflow, agent), _ticket(workflow, agent, title="Another ticket")
+    first, _ = task_create(actor=agent, ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION", description="Profile the session store")
+    second, _ = task_create(actor=agent, ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION", description="Raise the TTL to a day")
+    task_create(actor=agent, ticket_id=other.public_id, phase_id="PHASE_IMPLEMENTATION", description="Unrelated work on another ticket")
+    client.force_login(admin_user)
+    url = reverse("admin:tasks_task_changelist")
+
+    by_task = client.get(url, {"q": second.public_id}).context["cl"].result_list
+    by_ticket = client.get(url, {"q": ticket.public_id}).context["cl"].result_list
+
+    assert [t.pk for t in by_task] == [second.pk]
+    assert sorted(t.pk for t in by_ticket) == [first.pk, second.pk]

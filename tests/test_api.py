@@ -372,5 +372,5 @@ def test_mcp_rate_limit_per_token_answers_http_429(asgi_server, transactional_db
     assert statuses[:2] != [429, 429] and statuses[2] == 429
     limited = httpx.post(f"{asgi_server.url}/mcp/", json=body, headers=headers)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
-    assert limited.json()["error"]["code"] == "throttled"
+    assert limited.json()["error"]["code"] == -32029  # a JSON-RPC error body (issue 13)
     caches["throttle"].clear()

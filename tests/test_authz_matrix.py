@@ -247,7 +247,8 @@ def test_mcp_without_token_is_http_401(asgi_server, transactional_db):
     )
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response.json()["jsonrpc"] == "2.0" and response.json()["id"] is None  # a JSON-RPC error body
+    assert response.json()["error"]["code"] == -32001
 
 
 @pytest.mark.parametrize("operation", MCP_OPERATIONS, ids=[op[0] for op in MCP_OPERATIONS])

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_dashboard_browser import ARTIFACTS, PASSWORD, _seed, browser_page, off_loop  # noqa: F401 (fixture)
+from tests import test_dashboard_browser
+from tests.test_dashboard_browser import ARTIFACTS, PASSWORD, _seed, off_loop
+
+browser_page = test_dashboard_browser.browser_page  # the same Chromium fixture as the first browser tests
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 WAIT = 15_000

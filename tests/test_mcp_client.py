@@ -176,7 +176,7 @@ def test_list_tools_returns_the_servers_tools_with_schemas(worker, endpoint, mcp
     reference = {tool.name: tool.inputSchema for tool in mcp_for(token).list_tools()}
     assert {tool["name"]: tool["inputSchema"] for tool in tools} == reference
     assert "create_ticket" in reference
-    assert info.get("name") == "omoios"
+    assert info.get("name") == "OmoiOS" and info.get("version") == "0.1.0"  # the project, not the mcp library
 
 
 def test_call_tool_returns_the_parsed_json_result(worker, endpoint, mcp_for):

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES_PER_TOOL = 12
-# Lone surrogates cannot be sent as JSON at all. NUL is fuzzed separately (test_nul_character_…) because
-# the MCP door does not refuse it yet: PostgreSQL rejects it, the tool reports "Internal error".
+# The Python client cannot encode lone surrogates, and NUL, surrogates, huge integers and deep nesting are
+# sent raw (httpx) by test_hostile_values_…, which also checks that nothing changed.
 ALPHABET = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 
 ID_FIELDS = {
@@ -329,4 +329,90 @@ def test_nul_character_in_an_argument_is_a_clear_tool_error(world, asgi_server):
     for name, _arguments, is_error, text in outcomes:
         assert is_error and text.strip() and "Internal error" not in text, (name, text)
     assert any("NUL character" in text for _name, _arguments, _is_error, text in outcomes)
+    assert_database_consistent()
+
+
+def database_snapshot() -> dict:
+    """Row counts and versions of everything a tool can write."""
+    from collaboration.models import Handoff, Message
+    from tasks.models import Discovery, Task
+    from tickets.models import Ticket, TicketComment, TicketDependency, TicketEvent
+
+    return {
+        "tickets": list(Ticket.objects.order_by("id").values_list("id", "version", "status", "title", "tags")),
+        "tasks": list(Task.objects.order_by("id").values_list("id", "status", "claimed_by_id", "fencing_token", "result")),
+        "events": TicketEvent.objects.count(),
+        "comments": TicketComment.objects.count(),
+        "dependencies": TicketDependency.objects.count(),
+        "messages": Message.objects.count(),
+        "handoffs": Handoff.objects.count(),
+        "discoveries": Discovery.objects.count(),
+    }
+
+
+def _nested(depth: int, leaf):
+    node = leaf
+    for _ in range(depth):
+        node = {"n": node}
+    return node
+
+
+def hostile_calls(world) -> list[tuple[str, dict]]:
+    ticket, task = world["ids"]["TKT"][0], world["ids"]["TSK"][0]
+    lone = "\ud800"
+    return [
+        # lone surrogates: top level, in a list, in a nested object's value and key
+        ("create_ticket", {"workflow_id": "test-flow", "title": f"Bad {lone} title", "description": "A description long enough."}),
+        ("create_ticket", {"workflow_id": "test-flow", "title": "Fine title", "description": "A description long enough.", "tags": ["ok", f"x{lone}"]}),
+        ("update_ticket", {"ticket_id": ticket, "updates": {"title": f"t{lone}itle"}}),
+        ("update_ticket", {"ticket_id": ticket, "updates": {f"ti{lone}tle": "Renamed"}}),
+        ("update_task_status", {"task_id": task, "status": "completed", "result": {"deep": {"deeper": [f"{lone}"]}}}),
+        ("add_ticket_comment", {"ticket_id": ticket, "comment_text": "fine", "attachments": [f"file{lone}.txt"]}),
+        ("send_message", {"recipient_agent_id": "bob", "message": "\udfff alone"}),
+        # NUL, nested
+        ("update_task_status", {"task_id": task, "status": "completed", "result": {"log": ["line", "nul \x00 here"]}}),
+        ("report_agent_event", {"event_type": "note", "payload": {"k\x00": "v"}}),
+        # integers beyond 64 bits / beyond the field's range
+        ("get_tickets", {"workflow_id": "test-flow", "offset": 2**63}),
+        ("get_tickets", {"workflow_id": "test-flow", "offset": 10**40}),
+        ("get_tickets", {"workflow_id": "test-flow", "limit": -(2**70)}),
+        ("heartbeat_task", {"task_id": task, "fencing_token": 2**64}),
+        ("update_ticket", {"ticket_id": ticket, "updates": {"title": "Renamed"}, "expected_version": 2**40}),
+        ("update_task_status", {"task_id": task, "status": "completed", "result": {"big": 2**64}}),
+        # nesting: inside the tool limit's reach and beyond it
+        ("update_task_status", {"task_id": task, "status": "completed", "result": _nested(40, "leaf")}),
+        ("report_agent_event", {"event_type": "note", "payload": _nested(50, [1])}),
+    ]
+
+
+def test_hostile_values_are_refused_with_clear_errors_and_change_nothing(world, asgi_server):
+    import httpx
+
+    # given a database in a known state
+    before = database_snapshot()
+    url = f"{asgi_server.url}/mcp/"
+    headers = {"Authorization": f"Bearer {world['token']}", "Content-Type": "application/json", "Accept": "application/json"}
+    problems = []
+    for index, (name, arguments) in enumerate(hostile_calls(world)):
+        # when each is sent (json.dumps writes lone surrogates as \ud800 escapes, as any JSON client may)
+        body = json.dumps({"jsonrpc": "2.0", "id": index, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+        response = httpx.post(url, content=body, headers=headers, timeout=30)
+        # then it is a specific tool error, never an internal error or a 5xx
+        if response.status_code != 200:
+            problems.append(f"{name}: HTTP {response.status_code} {response.text[:200]}")
+            continue
+        result = response.json()["result"]
+        text = result["content"][0]["text"]
+        if not result["isError"] or "Internal error" in text or not text.strip():
+            problems.append(f"{name}({json.dumps(arguments)[:120]}) -> {text[:200]!r}")
+    assert not problems, "\n".join(problems)
+
+    # and a body nested past the protocol's cap is refused before any tool runs
+    body = json.dumps({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                       "params": {"name": "update_task_status", "arguments": {"task_id": world["ids"]["TSK"][0], "status": "completed", "result": _nested(200, 1)}}})
+    response = httpx.post(url, content=body, headers=headers, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["code"] == -32600
+
+    # and nothing changed anywhere
+    assert database_snapshot() == before
     assert_database_consistent()

@@ -21,6 +21,7 @@ from django.db import connection
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+
 @pytest.fixture
 def without_redis(settings):
     """This process as `make run` configures it when REDIS_URL is unset."""
@@ -87,3 +88,16 @@ def test_events_of_another_process_reach_a_dashboard_socket_without_redis(workfl
     assert [(m["event"], m["payload"].get("step")) for m in received] == [("sandbox.finished", 1), ("sandbox.finished", 2)]
     assert received[0]["id"] < received[1]["id"]
     assert nothing_more is True  # the rolled-back publish never arrives
+
+
+def test_mcp_server_url_defaults_to_the_served_host_and_port():
+    """Launched workers call back where the server listens (`PORT=8622` → :8622), not a fixed :8000."""
+    environment = {key: value for key, value in os.environ.items() if key != "MCP_SERVER_URL"}
+    script = "from django.conf import settings; print(settings.MCP_SERVER_URL)"
+    served = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], env={**environment, "PORT": "8622"},
+                            capture_output=True, text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+    explicit = subprocess.run([sys.executable, "manage.py", "shell", "-c", script],
+                              env={**environment, "PORT": "8622", "MCP_SERVER_URL": "https://omoi.example/mcp/"},
+                              capture_output=True, text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+    assert served == "http://127.0.0.1:8622/mcp/"
+    assert explicit == "https://omoi.example/mcp/"

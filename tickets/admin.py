@@ -35,10 +35,6 @@ try:  # the search selector (tickets/search.py); the admin falls back to search_
 except ImportError:  # pragma: no cover - depends on another issue's module
     possible_duplicates = similar_tickets = ticket_search = None
 
-SIMILAR_ROW = (
-    '<li><a href="{}">{}</a> {} <span class="omoi-muted">({}, similarity {})</span> '
-    '<a class="button omoi-dup" href="{}">mark {} as a duplicate of this…</a></li>'
-)
 PUBLIC_ID = re.compile(r"^\s*(TKT|TSK|HND)-(\d+)\s*$", re.IGNORECASE)
 ADD_FORM_FIELDS = ("workflow", "title", "description", "ticket_type", "priority", "assigned_agent", "parent", "tags")
 
@@ -195,11 +191,14 @@ class TicketAdminForm(forms.ModelForm):
     class Meta:
         model = Ticket
         fields = list(ADD_FORM_FIELDS)
-        widgets = {"title": forms.TextInput(attrs={"class": "vTextField omoi-wide", "size": 90}),
-                   "description": forms.Textarea(attrs={"rows": 4, "cols": 90})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # the admin swaps in its own narrow widgets; a triager reads and edits whole titles
+        if "title" in self.fields:
+            self.fields["title"].widget.attrs.update({"class": "vTextField omoi-wide", "size": 90})
+        if "description" in self.fields:
+            self.fields["description"].widget.attrs.update({"rows": 4, "class": "vLargeTextField omoi-wide"})
         if self.instance.pk and "expected_version" in self.fields:
             self.fields["expected_version"].initial = self.instance.version
 
@@ -353,21 +352,6 @@ def _actor(row, agent_field="actor_agent", user_field="actor_user") -> str:
         return agent_id
     user = getattr(row, user_field)
     return f"user:{user.get_username()}" if user else "system"
-
-
-class TicketEventInline(ReadOnlyInline):
-    model = TicketEvent
-    verbose_name_plural = "history"
-    fields = ["created_at", "who", "event_type", "field", "old_value", "new_value", "comment"]
-    readonly_fields = fields
-    ordering = ["created_at", "id"]
-
-    @admin.display(description="by")
-    def who(self, row):
-        return _actor(row)
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("actor_user")
 
 
 class PhaseTransitionInline(ReadOnlyInline):
@@ -661,21 +645,6 @@ class TicketAdmin(ServiceAdmin):
     def created_by(self, obj):
         return _actor(obj, "created_by_agent", "created_by_user")
 
-    @admin.display(description="blocked by / blocks")
-    def dependencies(self, obj):
-        def links(tickets):
-            if not tickets:
-                return "—"
-            return format_html_join(", ", '<a href="{}">{}</a> ({})', (
-                (reverse("admin:tickets_ticket_change", args=[t.pk]), t.public_id, t.status) for t in tickets))
-
-        return format_html("blocked by: {}<br>blocks: {}", links(selectors.ticket_blockers(ticket=obj)),
-                           links(selectors.ticket_dependents(ticket=obj)))
-
-    @admin.display(description="elsewhere")
-    def links(self, obj):
-        return format_html('<a href="{}">live ticket page, history and task graph</a>', reverse("dashboard:ticket", args=[obj.public_id]))
-
     def similar_found(self, obj) -> tuple[list[dict], str]:
         """Similar tickets (the duplicate check agents get) and a note when there are none or it failed."""
         if similar_tickets is None:
@@ -690,17 +659,6 @@ class TicketAdmin(ServiceAdmin):
             row["change_url"] = reverse("admin:tickets_ticket_change", args=[pk])
             row["duplicate_url"] = f'{reverse("admin:tickets_ticket_duplicate", args=[pk])}?{urlencode({"of": obj.public_id})}'
         return found, "" if found else "none above the similarity threshold"
-
-    @admin.display(description="similar tickets")
-    def similar(self, obj):
-        found, note = self.similar_found(obj)
-        if not found:
-            return note
-        return format_html("<ul class=\"omoi-similar\">{}</ul>", format_html_join("", SIMILAR_ROW, (
-            (r["change_url"], r["ticket_id"], r["title"], r["status"], r["similarity"], r["duplicate_url"], r["ticket_id"])
-            for r in found)))
-
-    # -- search through the search selector --
 
     def changelist_view(self, request, extra_context=None):
         match = PUBLIC_ID.match(request.GET.get("q", ""))

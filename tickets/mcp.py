@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from omoi_site.mcp_endpoint import AgentId, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
 from tickets import payloads, selectors, services
 from tickets.search import possible_duplicates
 
@@ -21,7 +21,6 @@ Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
 def create_ticket(
     caller,
     workflow_id: WorkflowSlug,
-    agent_id: AgentId,
     title: Annotated[str, Field(min_length=3, max_length=500)],
     description: Annotated[str, Field(min_length=10, max_length=20000)],
     ticket_type: TicketType = "task",
@@ -31,7 +30,7 @@ def create_ticket(
     parent_ticket_id: str | None = None,
     blocked_by_ticket_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
     tags: Annotated[list[str] | None, Field(max_length=20)] = None,
-    related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
+    related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Create a ticket. Returns it plus similar_tickets (possible duplicates: check them; search_tickets first)."""
     act_as(caller, agent_id)
@@ -50,10 +49,11 @@ def create_ticket(
 def get_ticket(caller, ticket_id: TicketId) -> dict:
     """Get one ticket: fields, allowed next statuses, blockers, comments, commits."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
+    blockers, dependents = selectors.ticket_links(ticket=ticket)
     return payloads.ticket_detail(
         ticket,
-        blockers=selectors.ticket_blockers(ticket=ticket),
-        dependents=selectors.ticket_dependents(ticket=ticket),
+        blockers=blockers,
+        dependents=dependents,
         comments=list(ticket.comments.select_related("author_user").order_by("-created_at", "-id")[:20])[::-1],
         commits=list(ticket.commits.all()),
     )
@@ -69,7 +69,7 @@ def get_tickets(
     assigned_agent_id: str | None = None,
     include_completed: bool = True,
     limit: Annotated[int, Field(ge=1, le=100)] = 50,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Offset = 0,
     sort_by: Literal["created_at", "updated_at", "priority", "status"] = "created_at",
     sort_order: Literal["desc", "asc"] = "desc",
 ) -> dict:
@@ -95,10 +95,9 @@ def get_ticket_history(caller, ticket_id: TicketId) -> dict:
 def update_ticket(
     caller,
     ticket_id: TicketId,
-    agent_id: AgentId,
     updates: Annotated[dict[str, Any], Field(description="any of: title, description, priority, ticket_type, tags, assigned_agent_id, parent_ticket_id; add_tags/remove_tags edit the stored tags atomically")],
     update_comment: Annotated[str | None, Field(max_length=5000)] = None,
-    expected_version: Annotated[int | None, Field(ge=1, description="refuse if the ticket changed since this version")] = None,
+    expected_version: Annotated[int | None, Field(ge=1, le=2**31 - 1, description="refuse if the ticket changed since this version")] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Edit ticket fields (not status: use change_ticket_status)."""
     act_as(caller, agent_id)
@@ -112,10 +111,9 @@ def update_ticket(
 def change_ticket_status(
     caller,
     ticket_id: TicketId,
-    agent_id: AgentId,
     new_status: TicketStatus,
     comment: Comment10,
-    commit_sha: CommitSha | None = None,
+    commit_sha: CommitSha | None = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Move a ticket along backlog→analyzing→building→building-done→testing→done (testing→building allowed)."""
     act_as(caller, agent_id)
@@ -127,7 +125,8 @@ def change_ticket_status(
 
 
 @mcp_tool()
-def resolve_ticket(caller, ticket_id: TicketId, agent_id: AgentId, resolution_comment: Comment10, commit_sha: CommitSha | None = None) -> dict:
+def resolve_ticket(caller, ticket_id: TicketId, resolution_comment: Comment10, commit_sha: CommitSha | None = None, agent_id: ActingAgentId = None,
+) -> dict:
     """Close a ticket as done from any open status; unblocks tickets it was blocking."""
     act_as(caller, agent_id)
     ticket = services.ticket_resolve(actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha)
@@ -138,12 +137,11 @@ def resolve_ticket(caller, ticket_id: TicketId, agent_id: AgentId, resolution_co
 def search_tickets(
     caller,
     workflow_id: WorkflowSlug,
-    agent_id: AgentId,
     query: Annotated[str, Field(min_length=3, max_length=1000)],
     search_type: Literal["hybrid", "semantic", "keyword"] = "hybrid",
     filters: Annotated[dict[str, Any] | None, Field(description="status, priority, ticket_type, tags, assigned_agent_id")] = None,
     limit: Annotated[int, Field(ge=1, le=50)] = 10,
-    include_comments: bool = True,
+    include_comments: bool = True, agent_id: ActingAgentId = None,
 ) -> dict:
     """Find tickets by meaning (semantic), exact words/error strings (keyword) or both (hybrid)."""
     act_as(caller, agent_id)
@@ -161,11 +159,10 @@ def search_tickets(
 def add_ticket_comment(
     caller,
     ticket_id: TicketId,
-    agent_id: AgentId,
     comment_text: Annotated[str, Field(min_length=1, max_length=20000)],
     comment_type: Literal["general", "status_change", "resolution", "question", "review", "discovery"] = "general",
     mentions: Annotated[list[str] | None, Field(max_length=20, description="agent ids to notify")] = None,
-    attachments: Annotated[list[Any] | None, Field(max_length=20)] = None,
+    attachments: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]] | None, Field(max_length=20, description="URLs or file paths")] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Comment on a ticket; mentioned agents are notified."""
     act_as(caller, agent_id)
@@ -175,7 +172,8 @@ def add_ticket_comment(
 
 
 @mcp_tool()
-def add_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blocked_by_ticket_id: TicketId) -> dict:
+def add_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: TicketId, agent_id: ActingAgentId = None,
+) -> dict:
     """Mark ticket_id as blocked by blocked_by_ticket_id (cycles are refused)."""
     act_as(caller, agent_id)
     ticket = services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
@@ -183,7 +181,8 @@ def add_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blocke
 
 
 @mcp_tool(destructive=True)
-def remove_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blocked_by_ticket_id: TicketId) -> dict:
+def remove_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: TicketId, agent_id: ActingAgentId = None,
+) -> dict:
     """Remove a blocker from a ticket."""
     act_as(caller, agent_id)
     ticket = services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
@@ -191,7 +190,8 @@ def remove_ticket_dependency(caller, ticket_id: TicketId, agent_id: AgentId, blo
 
 
 @mcp_tool()
-def link_commit(caller, ticket_id: TicketId, agent_id: AgentId, commit_sha: CommitSha, commit_message: Annotated[str | None, Field(max_length=5000)] = None) -> dict:
+def link_commit(caller, ticket_id: TicketId, commit_sha: CommitSha, commit_message: Annotated[str | None, Field(max_length=5000)] = None, agent_id: ActingAgentId = None,
+) -> dict:
     """Link a git commit to a ticket."""
     act_as(caller, agent_id)
     link, created = services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or "")

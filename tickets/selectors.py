@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
@@ -68,8 +68,13 @@ def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: boo
     queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent")
     if for_update:
         queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow")
+    if is_agent(actor) and not for_update:
+        # The access check in the same query (an agent's own workflow links), not a second round trip.
+        member = Workflow.agents.through.objects.filter(agent_id=actor.pk, workflow_id=OuterRef("workflow_id"))
+        queryset = queryset.annotate(actor_is_member=Exists(member))
     ticket = queryset.filter(pk=pk).first()
-    if ticket is None or not can_access_workflow(actor, ticket.workflow_id):
+    visible = getattr(ticket, "actor_is_member", None)
+    if ticket is None or not (visible if visible is not None else can_access_workflow(actor, ticket.workflow_id)):
         raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
     return ticket
 
@@ -234,3 +239,19 @@ def ticket_comments(*, ticket: Ticket):
     from tickets.models import TicketComment
 
     return TicketComment.objects.filter(ticket=ticket).select_related("author_user")
+
+
+def ticket_links(*, ticket: Ticket) -> tuple[list[Ticket], list[Ticket]]:
+    """(blockers, dependents) of a ticket in one query: blockers carry their status, both their ids."""
+    blockers, dependents = [], []
+    rows = (
+        TicketDependency.objects.filter(Q(ticket=ticket) | Q(blocker=ticket))
+        .order_by("id")
+        .values_list("ticket_id", "blocker_id", "blocker__status")
+    )
+    for ticket_id, blocker_id, blocker_status in rows:
+        if ticket_id == ticket.pk:
+            blockers.append(Ticket(pk=blocker_id, status=blocker_status))
+        else:
+            dependents.append(Ticket(pk=ticket_id))
+    return sorted(blockers, key=lambda t: t.pk), sorted(dependents, key=lambda t: t.pk)

@@ -31,7 +31,8 @@ class Command(BaseCommand):
             call_command("seed_demo", stdout=self.stdout)
 
         if settings.CHANNEL_LAYER_KIND == "in-memory":
-            self.stdout.write("channel layer: in-memory (CHANNEL_LAYER=memory) — single process only; set REDIS_URL for more")
+            self.stdout.write("channel layer: in-memory, fed by the event log (the worker's events reach this process); "
+                              "set REDIS_URL for several web processes")
         else:
             self.stdout.write(f"channel layer: {settings.CHANNEL_LAYER_KIND}")
         if not os.environ.get("MCP_SERVER_URL"):  # launched workers call back to where we serve
