@@ -32,6 +32,7 @@ import random
 import re
 import statistics
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -265,6 +266,10 @@ class SwarmConfig:
     idle_backoff_cap: float = 2.0
     timeout: float = 600.0
     workflow: str = "swarm"
+    # > 0: agents ride out outages as a real agent would (bench/chaos.py): a dropped connection, HTTP 502/503/504
+    # or "database unavailable" is retried with backoff for up to this many seconds, every write carrying an
+    # idempotency_key so that a retried write is applied once.
+    outage_patience: float = 0.0
 
 
 @dataclass
@@ -287,6 +292,8 @@ class SwarmResult:
     finished: float = 0.0
     timed_out: bool = False
     aborted: bool = False  # an agent hit an unexpected error (e.g. HTTP 500) and the run was stopped
+    outage_retries: Counter = field(default_factory=Counter)  # what made an agent retry (chaos runs only)
+    write_tools: set[str] = field(default_factory=set)  # tools taking an idempotency_key (from tools/list)
 
     @property
     def makespan(self) -> float:
@@ -297,6 +304,14 @@ class SwarmResult:
         return sum(len(v) for v in self.calls.values())
 
 
+class _Outage(Exception):
+    """The server answered that it cannot serve right now (HTTP 502/503/504, database unavailable)."""
+
+
+def _outage_kind(error: Exception) -> str:
+    return str(error) if isinstance(error, _Outage) else type(error).__name__
+
+
 class ToolRefused(Exception):
     """The tool ran and answered isError (a domain refusal: stale holder, not ready, …)."""
 
@@ -304,7 +319,8 @@ class ToolRefused(Exception):
 class Connection:
     """One agent's MCP connection: raw JSON-RPC over its own httpx client (stateless server)."""
 
-    def __init__(self, url: str, token: str, result: SwarmResult):
+    def __init__(self, url: str, token: str, result: SwarmResult, *, outage_patience: float = 0.0):
+        self.outage_patience = outage_patience
         self.client = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             timeout=httpx.Timeout(60.0),
@@ -322,12 +338,30 @@ class Connection:
     async def rpc(self, method: str, params: dict | None = None) -> dict:
         self.request_id += 1
         body = {"jsonrpc": "2.0", "id": self.request_id, "method": method, "params": params or {}}
+        deadline = time.monotonic() + self.outage_patience
+        pause = 0.2
+        while True:
+            try:
+                return await self._rpc_once(method, body)
+            except (httpx.TransportError, _Outage) as error:
+                if time.monotonic() >= deadline:
+                    raise
+                self.result.outage_retries[_outage_kind(error)] += 1
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    async def _rpc_once(self, method: str, body: dict) -> dict:
         response = await self.client.post("/mcp/", content=json.dumps(body))
+        if self.outage_patience and response.status_code in (502, 503, 504):
+            raise _Outage(f"HTTP {response.status_code}")
         response.raise_for_status()
         payload = response.json()
         if "error" in payload:
             raise RuntimeError(f"{method}: {payload['error']}")
-        return payload["result"]
+        result = payload["result"]
+        if self.outage_patience and result.get("isError") and "database unavailable" in result["content"][0]["text"]:
+            raise _Outage("tool error: database unavailable")
+        return result
 
     async def initialize(self) -> None:
         await self.rpc(
@@ -343,6 +377,8 @@ class Connection:
 
     async def tool(self, name: str, **arguments) -> dict:
         """Call a tool; returns its JSON result or raises ToolRefused with the server's text."""
+        if self.outage_patience and name in self.result.write_tools:
+            arguments = {**arguments, "idempotency_key": uuid.uuid4().hex}  # one key for all retries of this call
         started = time.perf_counter()
         try:
             result = await self.rpc("tools/call", {"name": name, "arguments": arguments})
@@ -425,7 +461,7 @@ class Swarm:
     # -- one agent
 
     async def run_agent(self, agent_id: str, token: str) -> None:
-        connection = Connection(self.url, token, self.result)
+        connection = Connection(self.url, token, self.result, outage_patience=self.config.outage_patience)
         rng = random.Random(f"{self.plan.seed}:{agent_id}")
         claims = 0
         backoff = self.config.idle_backoff_start
@@ -731,6 +767,12 @@ class Swarm:
 
     async def run(self, task_ids: dict[str, str]) -> SwarmResult:
         self.result.known_tasks = set(task_ids.values())
+        if self.config.outage_patience:
+            probe = Connection(self.url, self.agent_tokens[0][1], self.result)
+            listed = await probe.rpc("tools/list")
+            await probe.close()
+            self.result.write_tools = {tool["name"] for tool in listed["tools"]
+                                       if "idempotency_key" in tool["inputSchema"].get("properties", {})}
         self.result.started = time.time()
         runners = [asyncio.ensure_future(self.run_agent(agent_id, token)) for agent_id, token in self.agent_tokens]
         try:

@@ -35,7 +35,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from omoi_site.db_errors import is_retryable_conflict
+from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable, is_retryable_conflict
 from omoi_site.domain import DomainError, PermissionDenied, is_agent
 from omoi_site.input_limits import MAX_JSON_DEPTH, find_unacceptable_value
 
@@ -71,6 +71,9 @@ def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every failure becomes the error envelope with the right status."""
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
+    if is_database_unavailable(exc):
+        return Response(error_body("database_unavailable", f"The {DATABASE_UNAVAILABLE}"),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"})
     if isinstance(exc, DataError):
         # A value the database cannot store (out-of-range number, invalid text) slipped past validation.
         return Response(

@@ -30,3 +30,25 @@ def is_retryable_conflict(error: BaseException) -> bool:
         ):
             return True
     return False
+
+
+DATABASE_UNAVAILABLE = "database unavailable; retry in a few seconds."
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """True when the database could not be reached (server down, connection refused or lost, pool timeout) —
+    not for a query's own failure (a constraint, a bad value)."""
+    from django.db import InterfaceError, OperationalError
+
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover
+        PoolTimeout = ()  # noqa: N806
+    for link in _chain(error):
+        if PoolTimeout and isinstance(link, PoolTimeout):
+            return True
+    cause = error.__cause__
+    sqlstate = str(getattr(cause, "sqlstate", "") or "")
+    return not sqlstate or sqlstate.startswith(("08", "57P"))

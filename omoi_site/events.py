@@ -26,6 +26,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from omoi_site.outages import redis_publish
+
 logger = logging.getLogger(__name__)
 
 EVENT_NAMES = {
@@ -217,18 +219,42 @@ class _PublisherLoop:
 _publisher = _PublisherLoop()
 
 
+PUBLISH_TIMEOUT_SECONDS = 3
+
+
 def _send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        if settings.CHANNEL_LAYER_KIND in ("redis", "postgres"):
-            future = asyncio.run_coroutine_threadsafe(_send_all(layer, groups, message), _publisher.loop())
-            future.result(timeout=10)
-        else:  # the in-memory layer's queues belong to the server's own loop
+    if settings.CHANNEL_LAYER_KIND not in ("redis", "postgres"):  # the in-memory layer's queues belong to
+        try:                                                       # the server's own loop
             async_to_sync(_send_all)(layer, groups, message)
-    except Exception:  # a realtime hiccup must never undo or fail a committed write
-        logger.exception("publishing %s failed", message.get("event"))
+        except Exception:  # a realtime hiccup must never undo or fail a committed write
+            logger.exception("publishing %s failed", message.get("event"))
+        return
+    # Redis down: the write has committed and its EventRecord is stored, so the event is dropped (counted,
+    # one warning per outage) and sockets catch up with ?since=<id> once Redis is back. While the outage is
+    # open, publishes skip Redis instead of each paying a connection timeout.
+    if redis_publish.should_skip():
+        return
+    future = asyncio.run_coroutine_threadsafe(_send_with_fresh_retry(layer, groups, message), _publisher.loop())
+    try:
+        future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    except Exception as error:
+        future.cancel()
+        redis_publish.failed(error)
+    else:
+        redis_publish.succeeded()
+
+
+async def _send_with_fresh_retry(layer, groups: list[str], message: dict) -> None:
+    """Connections pooled before a Redis restart fail once each ("Connection closed by server"; redis-py
+    then drops that connection): try once more before calling Redis unavailable. (Closing the layer's pools
+    instead breaks publishes running beside it on the same loop.)"""
+    try:
+        await _send_all(layer, groups, message)
+    except Exception:
+        await _send_all(layer, groups, message)
 
 
 async def _send_all(layer, groups: list[str], message: dict) -> None:

@@ -272,14 +272,6 @@ def _check_argument_sizes(arguments: dict) -> str | None:
     return None
 
 
-RETRYABLE_SQLSTATES = ("40001", "40P01")  # serialization_failure, deadlock_detected
-
-
-def _sqlstate(error: BaseException) -> str | None:
-    cause = error.__cause__ or error.__context__
-    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or getattr(error, "pgcode", None)
-
-
 def call_tool_sync(caller, name: str, arguments: Any) -> tuple[bool, str]:
     """tools/call for an authenticated agent, in a worker thread: look the tool up and run it."""
     tools = load_tools()
@@ -296,7 +288,7 @@ def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, s
     invisibly; a database that cannot be reached is reported as such, so the agent retries later."""
     from django.db import DatabaseError
 
-    from omoi_site.mcp_transport import DATABASE_UNAVAILABLE, is_database_unavailable
+    from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable, is_retryable_conflict
 
     if not isinstance(arguments, dict):
         return True, f"Arguments for {tool.name} must be a JSON object."
@@ -327,8 +319,8 @@ def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, s
         except DomainError as error:
             return True, error.message
         except DatabaseError as error:
-            if attempt == 1 and _sqlstate(error) in RETRYABLE_SQLSTATES:
-                logger.info("MCP tool %s: %s, retrying once", tool.name, _sqlstate(error))
+            if attempt == 1 and is_retryable_conflict(error):
+                logger.info("MCP tool %s: %s, retrying once", tool.name, type(error).__name__)
                 continue
             if is_database_unavailable(error):
                 return True, f"{tool.name}: {DATABASE_UNAVAILABLE}"

@@ -42,6 +42,8 @@ from mcp import types as mcp_types
 from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable
+
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB; larger bodies get 413
@@ -55,7 +57,6 @@ FORBIDDEN = -32003
 RATE_LIMITED = -32029
 SERVER_ERROR = -32000
 
-DATABASE_UNAVAILABLE = "database unavailable; retry in a few seconds."
 
 
 def _project_version() -> str:
@@ -332,23 +333,6 @@ async def hop(function, *args):
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     return await loop.run_in_executor(executor(), context.run, _in_thread, function, *args)
-
-
-def is_database_unavailable(error: BaseException) -> bool:
-    """OperationalError while connecting (server down, pool timeout) — not a query's own failure."""
-    from django.db import OperationalError
-
-    if not isinstance(error, OperationalError):
-        return False
-    cause = error.__cause__
-    try:
-        from psycopg_pool import PoolTimeout
-
-        if isinstance(cause, PoolTimeout) or isinstance(error, PoolTimeout):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return getattr(cause, "sqlstate", None) is None or str(getattr(cause, "sqlstate", "")).startswith(("08", "57P"))
 
 
 def _identify(raw_token: str, client: str, agent):

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "omoi_site.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "omoi_site.urls"
@@ -117,8 +118,12 @@ if DATABASE_POOL_MAX_SIZE > 0:
         "max_size": DATABASE_POOL_MAX_SIZE,
         # How long a request waits for a pooled connection: also how long it takes to report a database
         # that is down ("database unavailable", MCP tool error / HTTP 503) instead of hanging.
-        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "4")),
     }
+# A server that does not answer at all (host gone, packets dropped) must not hold a connection attempt for
+# libpq's default of forever: give up after a few seconds, so calls fail within the pool timeout.
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "3")))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a pooled connection broken by a database restart is replaced, not handed out
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_omoios")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,6 +143,10 @@ if TESTING:
     }.items():
         os.environ.setdefault(name, value)
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# The background worker's heartbeat and periodic jobs (lease reaper, hand-off expiry) run this often;
+# /healthz calls the worker stale once its heartbeat is older than WORKER_STALE_AFTER_INTERVALS of them.
+MAINTENANCE_INTERVAL_SECONDS = max(1, int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15")))
+WORKER_STALE_AFTER_INTERVALS = 3
 # How often a websocket re-checks its token / session and membership, and how long it may stay silent
 # before the server sends a heartbeat frame (keeps proxies from cutting idle sockets).
 WEBSOCKET_RECHECK_SECONDS = float(os.environ.get("WEBSOCKET_RECHECK_SECONDS", "3"))
@@ -202,7 +211,7 @@ THROTTLE_CACHE_ALIAS = "throttle"
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "omoios-default"},
     "throttle": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "omoios"}
+        {"BACKEND": "omoi_site.throttle_cache.FailOpenRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "omoios"}
         if REDIS_URL and not TESTING
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "omoios-throttle"}
     ),
@@ -334,5 +343,10 @@ LOGGING = {
         "openhands": {"level": "WARNING"},
         "LiteLLM": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # every periodic job (each maintenance interval) would log two lines per state change
+        "django.tasks": {"level": "WARNING"},
+        "django_tasks_db": {"level": "WARNING"},
+        # the pool logs each failed reconnect attempt while PostgreSQL is down; the doors log the outage
+        "psycopg.pool": {"level": "ERROR"},
     },
 }

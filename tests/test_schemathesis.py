@@ -161,3 +161,56 @@ def test_schema_covers_the_api():
         "GET /api/sandbox-runs/{run_id}",
     ):
         assert label in labels
+
+
+# --- hostile values in every request body ------------------------------------------------------------------
+
+def _nested(depth: int):
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_VALUES = {"lone surrogate": "\ud800 text", "integer beyond 64 bits": 2**70, "nesting 40 deep": _nested(40)}
+BODY_OPERATIONS = [operation for operation in OPERATIONS if operation.method.upper() in ("POST", "PATCH", "PUT")
+                   and operation.body]
+
+
+def _database_fingerprint() -> tuple:
+    from collaboration.models import EventRecord, Handoff, Message
+    from tasks.models import Discovery, Task, TaskEvent
+    from tickets.models import Ticket, TicketComment, TicketEvent
+
+    return (
+        tuple(Ticket.objects.order_by("pk").values_list("pk", "version", "status", "title")),
+        tuple(Task.objects.order_by("pk").values_list("pk", "status", "fencing_token", "claimed_by_id")),
+        tuple(Handoff.objects.order_by("pk").values_list("pk", "status")),
+        *(model.objects.count() for model in (Message, TicketComment, TicketEvent, TaskEvent, Discovery, EventRecord)),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(HOSTILE_VALUES))
+@pytest.mark.parametrize("operation", BODY_OPERATIONS, ids=[operation.label for operation in BODY_OPERATIONS])
+def test_hostile_values_in_any_body_field_are_refused_and_change_nothing(operation, kind, world):
+    """Every field of every JSON body, in turn, replaced by a lone surrogate, an integer beyond 64 bits or a
+    value nested 40 deep: a 4xx naming the problem, never a 5xx, and the database unchanged."""
+    headers = {"Authorization": f"Bearer {world['token']}"}
+    hostile = HOSTILE_VALUES[kind]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), data=st.data())
+    @settings(max_examples=4, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    def run(case, data):
+        _use_real_ids(case, world, lambda options: options[0])
+        if not isinstance(case.body, dict) or not case.body:
+            case.body = {}
+        field = data.draw(st.sampled_from(sorted(case.body) or ["comment"]))
+        case.body[field] = hostile
+        before = _database_fingerprint()
+        response = case.call(headers=headers)
+        assert 400 <= response.status_code < 500, (field, response.status_code, response.text[:300])
+        assert response.json()["error"]["message"], response.text[:300]
+        assert _database_fingerprint() == before, field
+
+    run()

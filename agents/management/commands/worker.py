@@ -9,14 +9,16 @@ import logging
 import os
 import socket
 import threading
+import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
-MAINTENANCE_INTERVAL_SECONDS = int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15"))
+MAINTENANCE_INTERVAL_SECONDS = settings.MAINTENANCE_INTERVAL_SECONDS
 PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
 HOURLY_JOBS = ("agents.tasks.prune_idempotency_records",)
 TICKS_PER_HOUR = max(1, 3600 // max(1, MAINTENANCE_INTERVAL_SECONDS))
@@ -47,6 +49,36 @@ def _scheduler(worker_name: str, started_at, stop: threading.Event) -> None:
         stop.wait(MAINTENANCE_INTERVAL_SECONDS)
 
 
+class _WarningsAndAbove(logging.Filter):
+    """db_worker sets its loggers to INFO at verbosity 1 (every periodic job would log four lines each
+    interval) and to CRITICAL at 0 (a failing job would go unseen); keep warnings and errors only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _run_surviving_database_loss(arguments: list[str]) -> None:
+    """Run django-tasks-db's `db_worker`; when it dies because the database went away (it re-raises every
+    OperationalError but "database is locked"), wait with backoff (1 s doubling to 10 s) and start it again,
+    so the worker outlives a PostgreSQL restart. Any other error ends the worker (`serve` restarts it)."""
+    from omoi_site.db_errors import is_database_unavailable
+
+    for name in ("django.tasks", "django_tasks_db"):
+        logging.getLogger(name).addFilter(_WarningsAndAbove())
+    pause = 1.0
+    while True:
+        try:
+            call_command("db_worker", *arguments)
+            return
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            logger.warning("worker: %s; retrying in %.0f s", error.__class__.__name__, pause)
+            close_old_connections()
+            time.sleep(pause)
+            pause = min(10.0, pause * 2)
+
+
 class Command(BaseCommand):
     help = "Run the background worker (jobs in PostgreSQL) with its heartbeat and periodic maintenance."
 
@@ -63,6 +95,6 @@ class Command(BaseCommand):
             arguments = ["--no-reload", "--no-startup-delay", "--worker-id", worker_name[:60]]
             if options["batch"]:
                 arguments.append("--batch")
-            call_command("db_worker", *arguments)
+            _run_surviving_database_loss(arguments)
         finally:
             stop.set()
