@@ -54,6 +54,9 @@ class ToolSpec:
     read_only: bool
     destructive: bool
     accepts_idempotency_key: bool
+    # Work done before the call's transaction opens (e.g. an embedding over HTTP), so that no door holds a
+    # transaction open while it waits on an outside service. Advice only: its failure is logged, not raised.
+    prepare: Callable[..., None] | None = None
 
     def input_schema(self) -> dict:
         return compact_schema(self.arguments_model.model_json_schema())
@@ -79,8 +82,10 @@ _tools_loaded = threading.Lock()
 _loaded = False
 
 
-def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | None = None):
-    """Register a function as an MCP tool. Its docstring is the description an LLM reads."""
+def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | None = None,
+             prepare: Callable[..., None] | None = None):
+    """Register a function as an MCP tool. Its docstring is the description an LLM reads. `prepare(caller,
+    **arguments)` runs first, outside any transaction (warm what needs an outside service)."""
 
     def decorator(function: Callable[..., dict]) -> Callable[..., dict]:
         tool_name = name or function.__name__
@@ -110,6 +115,7 @@ def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | 
             read_only=read_only,
             destructive=destructive,
             accepts_idempotency_key=accepts_key,
+            prepare=prepare,
         )
         return function
 
@@ -304,6 +310,11 @@ def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, s
         return True, describe_validation_error(tool, error)
     values = {name: getattr(validated, name) for name in tool.arguments_model.model_fields}
     idempotency_key = values.pop("idempotency_key", None)
+    if tool.prepare is not None:
+        try:
+            tool.prepare(caller, **values)
+        except Exception:  # advice: the call itself decides what an outside failure means
+            logger.warning("MCP tool %s: prepare failed", tool.name, exc_info=True)
     for attempt in (1, 2):
         try:
             if idempotency_key:

@@ -34,6 +34,7 @@ class OpenAIEmbeddingsStandIn:
         self.script: list[tuple[int, dict]] = []
         self.delay_seconds = 0.0
         self.dimensions_override: int | None = None
+        self.on_request = None  # called with the request body before answering (tests observe the caller)
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,6 +47,8 @@ class OpenAIEmbeddingsStandIn:
                 standin.requests.append(
                     {"path": self.path, "authorization": self.headers.get("Authorization"), "body": body}
                 )
+                if standin.on_request is not None:
+                    standin.on_request(body)
                 if standin.delay_seconds:
                     time.sleep(standin.delay_seconds)
                 if standin.script:

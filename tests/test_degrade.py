@@ -76,3 +76,42 @@ def test_with_redis_down_mcp_rest_and_admin_serve_and_healthz_says_degraded(work
         server.stop()
     assert Ticket.objects.filter(workflow=workflow, title__startswith="Redis outage ticket").count() == 3
     assert Ticket.objects.filter(title="Filed over REST, Redis down").exists()
+
+
+def test_create_ticket_over_mcp_calls_the_embedding_provider_with_no_transaction_open(
+        workflow, make_agent, mcp_for, settings):
+    """One rule whatever the door: the duplicate check's embedding (an HTTP call with EMBEDDING_PROVIDER=
+    openai) happens before the call's transaction opens, as on REST — never while rows are locked."""
+    import psycopg
+
+    from tests.openai_embeddings_standin import OpenAIEmbeddingsStandIn
+    from tickets.models import Ticket
+
+    connection.ensure_connection()
+    info = connection.connection.info
+    observer_url = f"postgresql://{info.user}@/{info.dbname}?host={info.host}&port={info.port}"
+    open_transactions_seen = []
+
+    def count_open_transactions(body):
+        with psycopg.connect(observer_url, autocommit=True) as observer:
+            (count,) = observer.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()").fetchone()
+        open_transactions_seen.append(count)
+
+    standin = OpenAIEmbeddingsStandIn()
+    standin.on_request = count_open_transactions
+    settings.EMBEDDING_PROVIDER = "openai"
+    settings.EMBEDDING_BASE_URL = standin.base_url
+    _, token = make_agent("embed-order-agent", workflow)
+    try:
+        mcp = mcp_for(token)
+        mcp.call("create_ticket", workflow_id=workflow.slug, title="Webhook retries pile up",
+                 description="Retries of failed webhooks are never dropped.")
+        mcp.call("create_ticket", workflow_id=workflow.slug, title="Webhook retries pile up again",
+                 description="Same thing, with an idempotency key.", idempotency_key="embed-order-1")
+    finally:
+        standin.stop()
+    assert Ticket.objects.filter(workflow=workflow, title__startswith="Webhook retries pile up").count() == 2
+    assert len(open_transactions_seen) >= 2  # the duplicate checks did reach the provider
+    assert open_transactions_seen == [0] * len(open_transactions_seen), open_transactions_seen

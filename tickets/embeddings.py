@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -265,9 +266,33 @@ def get_embedding_provider() -> EmbeddingProvider:
         return provider
 
 
+QUERY_CACHE_SIZE = 256
+_query_cache: OrderedDict[tuple[int, str], list[float]] = OrderedDict()
+_query_cache_lock = threading.Lock()
+
+
 def embed_query(text: str) -> list[float]:
-    """One vector for a search query or a not-yet-saved ticket text."""
-    return get_embedding_provider().embed([text])[0]
+    """One vector for a search query or a not-yet-saved ticket text. The last QUERY_CACHE_SIZE texts are
+    remembered per provider, so a door can embed before its transaction opens (`warm_query_embedding`) and
+    the query inside it finds the vector without calling the provider again."""
+    provider = get_embedding_provider()
+    key = (id(provider), text)
+    with _query_cache_lock:
+        cached = _query_cache.get(key)
+        if cached is not None:
+            _query_cache.move_to_end(key)
+            return cached
+    vector = provider.embed([text])[0]
+    with _query_cache_lock:
+        _query_cache[key] = vector
+        while len(_query_cache) > QUERY_CACHE_SIZE:
+            _query_cache.popitem(last=False)
+    return vector
+
+
+def warm_query_embedding(text: str) -> None:
+    """Embed `text` now (outside any transaction) so that a later `embed_query(text)` is a cache hit."""
+    embed_query(text)
 
 
 def ticket_embedding_text(title: str, description: str) -> str:

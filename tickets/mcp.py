@@ -8,7 +8,7 @@ from pydantic import Field
 
 from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
 from tickets import payloads, selectors, services
-from tickets.search import possible_duplicates
+from tickets.search import possible_duplicates, warm_duplicate_check
 
 TicketStatus = Literal["backlog", "analyzing", "building", "building-done", "testing", "done"]
 TicketPriority = Literal["low", "medium", "high", "critical"]
@@ -17,7 +17,11 @@ CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-f
 Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
 
 
-@mcp_tool()
+def _embed_before_the_transaction(caller, *, title: str, description: str, **_) -> None:
+    warm_duplicate_check(title=title, description=description)
+
+
+@mcp_tool(prepare=_embed_before_the_transaction)
 def create_ticket(
     caller,
     workflow_id: WorkflowSlug,

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from omoi_site.domain import DomainError
-from tickets.embeddings import EmbeddingError, embed_query, ticket_embedding_text
+from tickets.embeddings import EmbeddingError, embed_query, ticket_embedding_text, warm_query_embedding
 from tickets.models import Ticket, TicketComment
 
 logger = logging.getLogger(__name__)
@@ -424,6 +424,16 @@ def ticket_search(
             }
         )
     return results
+
+
+def warm_duplicate_check(*, title: str, description: str) -> None:
+    """Embed a ticket about to be filed now, before the caller opens its transaction, so that
+    `possible_duplicates` inside it does not wait on the provider (an HTTP call with EMBEDDING_PROVIDER=openai)
+    while holding row locks. A provider failure is left for `possible_duplicates` to handle."""
+    try:
+        warm_query_embedding(ticket_embedding_text(title, description))
+    except EmbeddingError:
+        pass
 
 
 def possible_duplicates(*, workflow, title: str, description: str) -> list[dict]:
