@@ -250,3 +250,17 @@ def handoffs_expire_stale(*, now=None) -> int:
             handoff.responded_at = now
             handoff.save(update_fields=["status", "responded_at"])
         return len(stale)
+
+
+def event_records_prune(*, older_than, batch_size: int = 5000) -> int:
+    """Delete realtime event records created before `older_than`, in batches (the table is append-only and
+    grows with every change). Sockets can replay `?since=` only within what is kept; the feed shows the
+    latest events. Returns how many rows were deleted."""
+    from collaboration.models import EventRecord
+
+    deleted = 0
+    while True:
+        ids = list(EventRecord.objects.filter(created_at__lt=older_than).order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += EventRecord.objects.filter(id__in=ids).delete()[0]

@@ -147,6 +147,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # /healthz calls the worker stale once its heartbeat is older than WORKER_STALE_AFTER_INTERVALS of them.
 MAINTENANCE_INTERVAL_SECONDS = max(1, int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15")))
 WORKER_STALE_AFTER_INTERVALS = 3
+# Realtime event records (socket replay with ?since=, the activity feed) are pruned hourly after this long.
+EVENT_RETENTION_DAYS = max(1, int(os.environ.get("EVENT_RETENTION_DAYS", "30")))
 # How often a websocket re-checks its token / session and membership, and how long it may stay silent
 # before the server sends a heartbeat frame (keeps proxies from cutting idle sockets).
 WEBSOCKET_RECHECK_SECONDS = float(os.environ.get("WEBSOCKET_RECHECK_SECONDS", "3"))

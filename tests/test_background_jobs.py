@@ -48,3 +48,28 @@ def test_stale_handoffs_expire(transactional_db, workflow, make_agent):
     expire_stale_handoffs.enqueue()
     call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
     assert Handoff.objects.get(pk=handoff.pk).status == "expired"
+
+
+def test_old_event_records_are_pruned_and_recent_ones_still_replay(transactional_db, workflow, settings):
+    from django.db import transaction
+
+    from collaboration.models import EventRecord
+    from collaboration.tasks import prune_event_records
+    from omoi_site.events import events_since, publish_on_commit, workflow_group
+
+    settings.EVENT_RETENTION_DAYS = 30
+    with transaction.atomic():
+        for step in range(3):
+            publish_on_commit("sandbox.finished", workflow=workflow.slug, payload={"step": step})
+    old, kept_a, kept_b = EventRecord.objects.filter(workflow=workflow.slug).order_by("id")
+    EventRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    EventRecord.objects.filter(pk=kept_a.pk).update(created_at=timezone.now() - timedelta(days=29))
+
+    result = prune_event_records.enqueue()
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+
+    result.refresh()
+    assert result.status == "SUCCESSFUL" and result.return_value == 1
+    assert list(EventRecord.objects.filter(workflow=workflow.slug).values_list("pk", flat=True)) == [kept_a.pk, kept_b.pk]
+    replayed = events_since(groups=[workflow_group(workflow.slug)], since_id=0)
+    assert [event["id"] for event in replayed] == [kept_a.pk, kept_b.pk]
