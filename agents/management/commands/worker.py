@@ -18,7 +18,7 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = int(os.environ.get("MAINTENANCE_INTERVAL_SECONDS", "15"))
 PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
-HOURLY_JOBS = ("agents.tasks.prune_idempotency_records",)
+HOURLY_JOBS = ("agents.tasks.prune_idempotency_records", "tasks.tasks.retrain_blocker_model")
 TICKS_PER_HOUR = max(1, 3600 // max(1, MAINTENANCE_INTERVAL_SECONDS))
 
 
