@@ -70,7 +70,10 @@ PRIOR_PSEUDO_COUNT = 10.0
 DEFAULT_BASE_RATE = 0.15  # before any ticket anywhere has finished: the middle of the 5-25 % we see
 MIN_POSITIVES_FOR_LR = 25
 MIN_EXAMPLES_FOR_LR = 150
-BANDS = ((0.5, "high"), (0.2, "medium"), (0.0, "low"))
+# A band is both absolute and relative: "medium" needs p ≥ 0.2 AND clearly above the workflow's own base
+# rate (a ticket at the usual rate of a blocker-heavy workflow is not news).
+BANDS = ((0.5, "high"), (0.2, "medium"))
+BAND_ABOVE_BASE = 1.25
 PRIOR_RULE_SIMILARITY = 0.6
 RRF_K = 60
 SIMILAR_LIMIT = 5
@@ -365,7 +368,7 @@ def band_of(p: float | None, features: Features) -> str:
             return "medium"
         return "low"
     for threshold, name in BANDS:
-        if p >= threshold:
+        if p >= threshold and p >= BAND_ABOVE_BASE * features.base_rate:
             return name
     return "low"
 
