@@ -493,15 +493,19 @@ def _declared_blocker_ids(ticket: Ticket, *, t0: datetime) -> list[int]:
 def blocker_prediction_record(*, ticket: Ticket, moment: str = BlockerPrediction.Moment.CREATED,
                               vector: list[float] | None = None, t0: datetime | None = None) -> BlockerPrediction:
     """Predict a ticket's blockers as of t0 (its creation by default) and store the prediction in the
-    ledger, shown or held back (shadow). A second call for the same ticket, moment and model version
-    returns the first row: the ledger keeps what was predicted first."""
+    ledger, shown or held back (shadow). For the creation moment a second call returns the first row
+    (the ledger keeps what was predicted first); a requested forecast replaces the previous request."""
     if moment not in BlockerPrediction.Moment.values:
         raise DomainError(f"moment must be one of {BlockerPrediction.Moment.values}; got {moment!r}.")
     t0 = t0 or (ticket.created_at if moment == BlockerPrediction.Moment.CREATED else timezone.now())
     model = active_model()
     facts = TicketFacts.of_ticket(ticket, t0=t0, declared_blocker_ids=_declared_blocker_ids(ticket, t0=t0))
     risk = predict(facts, vector=vector, model=model, use_active_model=False)
-    prediction, _ = BlockerPrediction.objects.get_or_create(
+    # Creation-time rows are what the ledger grades: the first one stays. A requested forecast is "as of
+    # now", so a later request replaces the earlier one of the same model version.
+    store = (BlockerPrediction.objects.get_or_create if moment == BlockerPrediction.Moment.CREATED
+             else BlockerPrediction.objects.update_or_create)
+    prediction, _ = store(
         ticket=ticket,
         moment=moment,
         model_version=risk["model_version"],

@@ -257,3 +257,49 @@ def test_claim_next_task_warns_what_blocked_similar_work(agent, workflow, mcp_fo
     claimed = mcp_for(agent[1]).call("claim_next_task", workflow_id="test-flow")
     assert claimed["task"]["ticket_id"] == ticket.public_id
     assert claimed["warnings"][0]["discovery_type"] == "missing_requirement"
+
+
+def test_predict_blockers_is_fresh_each_time_while_the_creation_forecast_stays(agent, workflow, mcp_for, settings):
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    client = mcp_for(agent[1])
+    ticket_id = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for Pix",
+                            description="Receive Pix payment webhook events.")["ticket"]["ticket_id"]
+    first = client.call("predict_blockers", ticket_id=ticket_id)["risk"]
+    task, _ = task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement Pix.")
+    task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Answer the security review.",
+                discovery_type="security_issue", discovery_description="Security review of webhook signatures pending.",
+                source_task_id=task.public_id)
+    second = client.call("predict_blockers", ticket_id=ticket_id)["risk"]
+    assert second["as_of"] >= first["as_of"]
+    pk = int(ticket_id.split("-")[1])
+    assert BlockerPrediction.objects.filter(ticket_id=pk, moment="requested").count() == 1
+    created = BlockerPrediction.objects.get(ticket_id=pk, moment="created")
+    assert created.risk["as_of"] <= first["as_of"]
+
+
+def test_the_retrain_job_trains_when_due_and_is_a_no_op_otherwise(agent, workflow, settings):
+    from tasks.models import BlockerModel
+    from tasks.tasks import retrain_blocker_model
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_RETRAIN_AFTER_FINISHED = 5
+    version = retrain_blocker_model.call()
+    assert version and BlockerModel.objects.count() == 1
+    assert retrain_blocker_model.call() is None  # nothing finished since: not due
+    assert BlockerModel.objects.count() == 1
+
+
+def test_rest_similar_discoveries_and_risk(agent, workflow, settings):
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    discoveries = _history(agent[0], workflow)
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {agent[1]}"}
+    found = client.get("/api/discoveries/similar", {"workflow_id": "test-flow", "query": "payment API key missing", "limit": 3}, **headers)
+    assert found.status_code == 200, found.content
+    assert found.json()["discoveries"][0]["discovery_id"] in {d.id for d in discoveries}
+    missing = client.get("/api/tickets/TKT-999999/risk", **headers)
+    assert missing.status_code == 404
