@@ -375,10 +375,10 @@ def band_of(p: float | None, features: Features) -> str:
 
 def score(features: Features, model: BlockerModel | None) -> tuple[str, float | None]:
     """(tier, p_blocked) for these features under the active model (None: no trained model yet)."""
+    if features.labelled_neighbours == 0:  # cold start (a new workflow): no model speaks for it yet
+        return BlockerModel.Tier.PRIOR, None
     if model is not None and model.tier == BlockerModel.Tier.LR and model.feature_version == FEATURE_VERSION:
         return BlockerModel.Tier.LR, lr_probability(model.parameters, features.values)
-    if features.labelled_neighbours == 0:
-        return BlockerModel.Tier.PRIOR, None
     return BlockerModel.Tier.KNN, features.values["knn_rate"]
 
 

@@ -117,6 +117,31 @@ def test_cold_start_a_new_workflow_gets_prior_or_knn_and_a_sensible_base_rate(ag
     assert prediction.band == "low"
 
 
+def test_a_stored_lr_model_serves_known_workflows_but_not_a_cold_start(agent, workflow, make_agent):
+    from tasks.blockers import FEATURE_NAMES, FEATURE_VERSION, blocker_prediction_record
+    from tasks.models import BlockerModel
+    from tickets.services import ticket_create, workflow_get_or_create
+
+    _history(agent[0], workflow)
+    width = len(FEATURE_NAMES)
+    # a model whose only weight is on knn_rate (coefficients as JSON, as training stores them)
+    model = BlockerModel.objects.create(
+        tier="lr", feature_version=FEATURE_VERSION, training_fingerprint="test", examples=12, positives=6,
+        parameters={"mean": [0.0] * width, "scale": [1.0] * width, "coef": [1.0] + [0.0] * (width - 1),
+                    "intercept": 0.0, "platt_a": 1.0, "platt_b": 0.0},
+    )
+    known = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for Alipay",
+                          description="Receive Alipay payment webhook events.")
+    served = blocker_prediction_record(ticket=known)
+    assert (served.model_tier, served.model_version, served.model_id) == ("lr", model.version, model.pk)
+    assert served.p_blocked > 0.5  # sigmoid(logit(knn_rate)) = knn_rate, high for payment webhooks
+    fresh = workflow_get_or_create(slug="cold-flow")
+    newcomer, _ = make_agent("cold-agent", fresh)
+    cold = ticket_create(actor=newcomer, workflow=fresh, title="Payment webhook for a new shop",
+                         description="Receive payment webhooks.")
+    assert blocker_prediction_record(ticket=cold).model_tier == "prior"
+
+
 def test_the_ledger_grades_each_prediction_when_its_ticket_finishes(agent, workflow):
     from tasks.blockers import blocker_prediction_record
     from tasks.models import BlockerPrediction
@@ -157,6 +182,7 @@ def test_the_shadow_holdout_is_predicted_but_hidden_from_every_door(agent, workf
     assert client.call("predict_blockers", ticket_id=ticket_id)["risk"] is None
     rest = Client().get(f"/api/tickets/{ticket_id}/risk", HTTP_AUTHORIZATION=f"Bearer {agent[1]}")
     assert rest.status_code == 200 and rest.json()["risk"] is None
+    assert "risk" not in Client().get(f"/api/tickets/{ticket_id}", HTTP_AUTHORIZATION=f"Bearer {agent[1]}").json()
     task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the gift card payment webhook.")
     claimed = client.call("claim_next_task", workflow_id="test-flow")
     assert claimed["task"]["ticket_id"] == ticket_id and "warnings" not in claimed
@@ -303,3 +329,12 @@ def test_rest_similar_discoveries_and_risk(agent, workflow, settings):
     assert found.json()["discoveries"][0]["discovery_id"] in {d.id for d in discoveries}
     missing = client.get("/api/tickets/TKT-999999/risk", **headers)
     assert missing.status_code == 404
+    created = client.post("/api/tickets", json.dumps({"workflow_id": "test-flow", "title": "Payment webhook for iDEAL",
+                          "description": "Receive iDEAL payment webhook events."}), content_type="application/json", **headers)
+    assert created.status_code == 201, created.content
+    risk = created.json()["risk"]
+    assert risk["band"] in ("medium", "high")
+    ticket_id = created.json()["ticket"]["ticket_id"]
+    assert client.get(f"/api/tickets/{ticket_id}", **headers).json()["risk"] == risk
+    fresh = client.get(f"/api/tickets/{ticket_id}/risk", **headers).json()
+    assert fresh["ticket_id"] == ticket_id and fresh["risk"]["likely_blocker_types"][0]["type"] == "missing_requirement"

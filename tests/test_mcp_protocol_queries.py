@@ -26,8 +26,9 @@ PINNED = {
     "search_tickets": 7,
     # A fresh forecast (issue 17): ticket, model, declared blockers, then in one transaction SET LOCAL x2,
     # priors, neighbour tickets, near discoveries (two routes in one UNION), full text, their details,
-    # open declared blockers, suggested blockers (2), and the ledger upsert (get_or_create + savepoints).
-    "predict_blockers": 18,
+    # open declared blockers, suggested blockers (2), and the ledger upsert (update_or_create: a fresh
+    # forecast replaces the previous request; savepoint + SELECT FOR UPDATE + write).
+    "predict_blockers": 20,
     # transaction + SET LOCAL x2, semantic (two routes, one UNION), full text, details
     "search_similar_discoveries": 9,
 }
