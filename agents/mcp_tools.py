@@ -74,9 +74,11 @@ WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100, description="w
 AgentId = Annotated[str, Field(min_length=1, max_length=100)]
 # The acting agent: the server defaults it to the token's agent when omitted.
 ActingAgentId = Annotated[str | None, Field(default=None, min_length=1, max_length=100)]
-TicketId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TKT-12")]
-TaskId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TSK-7")]
-IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200, description="reuse on retry")]
+# Ids and keys mirror the server's schema, which enforces their length without advertising it
+# (omoi_site.mcp_endpoint.unadvertised_max_length): the server refuses an over-long one with a clear error.
+TicketId = Annotated[str, Field(min_length=1, description="e.g. TKT-12")]
+TaskId = Annotated[str, Field(min_length=1, description="e.g. TSK-7")]
+IdempotencyKey = Annotated[str | None, Field(min_length=1, description="reuse on retry")]
 CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
 Comment10 = Annotated[str, Field(min_length=10, max_length=20000, description="min 10 chars")]
 
@@ -332,7 +334,7 @@ class MCPUpdateTaskStatusAction(MCPServerAction):
     status: TaskStatus
     result: dict[str, Any] | None = Field(default=None, description="outcome summary")
     error_message: str | None = Field(default=None, max_length=10000)
-    fencing_token: int | None = Field(default=None, ge=0, le=2**63 - 1, description="from claim_next_task")
+    fencing_token: int | None = Field(default=None, ge=0, description="from claim_next_task")
     idempotency_key: IdempotencyKey = None
 
 

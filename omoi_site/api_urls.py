@@ -47,6 +47,7 @@ urlpatterns = [
         "api-ticket-phase-history",
     ),
     *route("tickets/<str:ticket_id>/graph", tasks_api.TicketGraphView.as_view(), "api-ticket-graph"),
+    *route("tickets/<str:ticket_id>/risk", tasks_api.TicketRiskView.as_view(), "api-ticket-risk"),
     # tasks and discoveries
     *route("tasks", tasks_api.TaskCollectionView.as_view(), "api-tasks"),
     *route("tasks/claim-next", tasks_api.ClaimNextView.as_view(), "api-tasks-claim-next"),
@@ -57,6 +58,7 @@ urlpatterns = [
     *route("tasks/<str:task_id>/discoveries", tasks_api.TaskDiscoveriesView.as_view(), "api-task-discoveries"),
     *route("tasks/<str:task_id>/timeline", tasks_api.TaskTimelineView.as_view(), "api-task-timeline"),
     *route("discoveries", tasks_api.DiscoveriesByTypeView.as_view(), "api-discoveries"),
+    *route("discoveries/similar", tasks_api.SimilarDiscoveriesView.as_view(), "api-discoveries-similar"),
     # messages and hand-offs
     *route("messages", collaboration_api.MessagesView.as_view(), "api-messages"),
     *route("messages/broadcast", collaboration_api.BroadcastView.as_view(), "api-messages-broadcast"),

@@ -33,7 +33,7 @@ from django.views.decorators.csrf import csrf_exempt
 from mcp import types as mcp_types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 from mcp_server.views import MCPServerStreamableHttpView
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from omoi_site.domain import DomainError
 
@@ -42,7 +42,22 @@ logger = logging.getLogger(__name__)
 TOOL_MODULES = ("tickets.mcp", "tasks.mcp", "collaboration.mcp", "agents.mcp")
 MAX_JSON_ARGUMENT_BYTES = 32_000
 
-IdempotencyKey = Annotated[str | None, Field(default=None, min_length=1, max_length=200)]
+
+
+def unadvertised_max_length(limit: int) -> AfterValidator:
+    """A length backstop that is enforced but kept out of the advertised schema. Used for the ids and
+    keys nearly every tool takes: their bare maxLength was ~4 tokens per tool in tools/list (budget 5,000)
+    and tells an LLM nothing it plans for (ids come from earlier results)."""
+
+    def check(value):
+        if isinstance(value, str) and len(value) > limit:
+            raise ValueError(f"at most {limit} characters")
+        return value
+
+    return AfterValidator(check)
+
+
+IdempotencyKey = Annotated[str | None, Field(default=None, min_length=1), unadvertised_max_length(200)]
 
 
 @dataclass
@@ -448,8 +463,8 @@ AgentId = Annotated[str, Field(min_length=1, max_length=100)]
 # The acting agent: omitted, it is the token's agent; naming another agent is refused (act_as).
 ActingAgentId = Annotated[str | None, Field(min_length=1, max_length=100)]
 Offset = Annotated[int, Field(ge=0, le=1_000_000)]
-TicketId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TKT-12")]
-TaskId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. TSK-7")]
+TicketId = Annotated[str, Field(min_length=1, description="e.g. TKT-12"), unadvertised_max_length(30)]
+TaskId = Annotated[str, Field(min_length=1, description="e.g. TSK-7"), unadvertised_max_length(30)]
 
 
 def act_as(caller, agent_id: str | None, *, argument: str = "agent_id") -> None:

@@ -284,6 +284,10 @@ EMBEDDING_DIMENSIONS = 384
 EMBEDDINGS_SYNC = env_bool("EMBEDDINGS_SYNC", True)
 # 0.55: on tests/search_eval/duplicates.json it flags 9 of 10 true duplicates with no false alarm.
 SIMILAR_TICKET_THRESHOLD = float(os.environ.get("SIMILAR_TICKET_THRESHOLD", "0.55"))
+# Blocker prediction (tasks.blockers): the share of tickets predicted but never shown (the shadow holdout
+# that keeps the ledger's evaluation honest), and how many newly finished tickets trigger a retrain.
+BLOCKER_SHADOW_HOLDOUT_PERCENT = float(os.environ.get("BLOCKER_SHADOW_HOLDOUT_PERCENT", "10"))
+BLOCKER_RETRAIN_AFTER_FINISHED = int(os.environ.get("BLOCKER_RETRAIN_AFTER_FINISHED", "50"))
 
 # --- sandboxes and agent brains ---------------------------------------------------------------------
 SANDBOX_PROVIDER = os.environ.get("SANDBOX_PROVIDER", "daytona" if os.environ.get("DAYTONA_API_KEY") else "local")

@@ -20,7 +20,7 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
-from tasks import payloads, selectors, services
+from tasks import blockers, payloads, selectors, services
 from tasks.models import Discovery, Task
 from tickets.models import Phase
 from tickets.selectors import ticket_get, workflow_get
@@ -266,9 +266,11 @@ class ClaimNextView(ApiView):
         task = services.task_claim_next(agent=agent, workflow=workflow, task_types=data.get("task_types"))
         if task is None:
             return Response({"task": None})
-        return Response(
-            {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
-        )
+        result = {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
+        warnings = blockers.task_claim_warnings(task=task)
+        if warnings:
+            result["warnings"] = warnings
+        return Response(result)
 
 
 class HeartbeatView(ApiView):
@@ -392,3 +394,51 @@ class TicketGraphView(ApiView):
     def get(self, request, ticket_id):
         ticket = ticket_get(ticket_id=ticket_id, actor=request.user)
         return Response(selectors.workflow_graph(ticket=ticket))
+
+
+# --- blocker prediction (issue 17) -------------------------------------------------------------------------
+
+
+class TicketRiskSerializer(serializers.Serializer):
+    ticket_id = serializers.CharField()
+    risk = serializers.JSONField(allow_null=True, help_text="null when no forecast is shown for this ticket")
+
+
+class SimilarDiscoveriesQuery(serializers.Serializer):
+    workflow_id = serializers.CharField(max_length=100)
+    query = serializers.CharField(min_length=3, max_length=1000)
+    discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=10)
+
+
+class SimilarDiscoveriesSerializer(serializers.Serializer):
+    discoveries = serializers.ListField(child=serializers.JSONField())
+
+
+class TicketRiskView(ApiView):
+    @extend_schema(
+        tags=["tickets"],
+        operation_id="tickets_predict_blockers",
+        parameters=[TICKET_ID_PARAM],
+        responses=TicketRiskSerializer,
+        summary="Forecast now what may block a ticket (p_blocked, band, likely blocker types, similar discoveries)",
+    )
+    def get(self, request, ticket_id):
+        ticket = ticket_get(ticket_id=ticket_id, actor=request.user)
+        return Response({"ticket_id": ticket.public_id, "risk": blockers.ticket_risk_predict(ticket=ticket)})
+
+
+class SimilarDiscoveriesView(ApiView):
+    @extend_schema(
+        tags=["discoveries"],
+        operation_id="discoveries_similar",
+        parameters=[SimilarDiscoveriesQuery],
+        responses=SimilarDiscoveriesSerializer,
+        summary="Past discoveries of a workflow most like a query (meaning + words)",
+    )
+    def get(self, request):
+        query = validated_query(SimilarDiscoveriesQuery, request)
+        workflow = workflow_get(slug=query["workflow_id"], actor=request.user)
+        return Response({"discoveries": blockers.discoveries_similar(
+            workflow=workflow, query=query["query"], discovery_type=query.get("discovery_type"), limit=query["limit"]
+        )})

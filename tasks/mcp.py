@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from omoi_site.mcp_endpoint import ActingAgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
-from tasks import payloads, selectors, services
+from tasks import blockers, payloads, selectors, services
 from tickets.selectors import ticket_get, workflow_get
 
 PhaseId = Literal[
@@ -21,7 +21,9 @@ DiscoveryType = Literal[
     "bug", "optimization", "clarification_needed", "new_component", "security_issue", "performance_issue",
     "missing_requirement", "integration_issue", "technical_debt", "documentation", "other",
 ]
-FencingToken = Annotated[int | None, Field(ge=0, le=2**63 - 1, description="from claim_next_task; refuses stale holders")]
+# No advertised maximum (it cost ~20 tokens per tool in tools/list): the door refuses integers beyond
+# 64 bits for every argument anyway (mcp_endpoint.find_unstorable), with a clear message.
+FencingToken = Annotated[int | None, Field(ge=0, description="from claim_next_task; refuses stale holders")]
 
 
 @mcp_tool()
@@ -39,8 +41,8 @@ def create_task(
     dependencies: Annotated[list[str] | None, Field(max_length=50, description="task ids that must complete first")] = None,
     claim: Annotated[bool, Field(description="hold it at once")] = False,
 ) -> dict:
-    """Create a task under a ticket; claim=true makes you its holder at once. discovery_type+source_task_id
-    record a discovery on the source task that spawns this task (priority_boost: one level up)."""
+    """Create a task under a ticket (claim=true: hold it at once). discovery_type+source_task_id record a
+    discovery on the source task that spawns this task (priority_boost: one level up)."""
     task, discovery = services.task_create(
         actor=caller, ticket_id=ticket_id, phase_id=phase_id, description=description, task_type=task_type, priority=priority,
         dependencies=dependencies, discovery_type=discovery_type, discovery_description=discovery_description,
@@ -112,14 +114,18 @@ def claim_next_task(
     caller, workflow_id: WorkflowSlug,
     task_types: Annotated[list[TaskType] | None, Field(max_length=10)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
-    """Atomically claim the highest-priority ready task (dependencies done). Returns task + fencing_token, or
-    task null when nothing is ready. Keep the lease alive with heartbeat_task."""
+    """Atomically claim the highest-priority ready task: task + fencing_token (+ warnings: what blocked
+    similar work), or task null. Keep the lease with heartbeat_task."""
     act_as(caller, agent_id)
     workflow = workflow_get(slug=workflow_id, actor=caller)
     task = services.task_claim_next(agent=caller, workflow=workflow, task_types=task_types)
     if task is None:
         return {"task": None}
-    return {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
+    result = {"task": payloads.task_payload(task, include_dependencies=True), "lease_seconds": services.lease_seconds()}
+    warnings = blockers.task_claim_warnings(task=task)
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 @mcp_tool()
@@ -151,3 +157,21 @@ def register_conversation(
     act_as(caller, agent_id)
     task = services.task_register_conversation(agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id)
     return {"task_id": task.public_id, "conversation_id": task.conversation_id, "sandbox_id": task.sandbox_id or None}
+
+
+@mcp_tool(read_only=True)
+def predict_blockers(caller, ticket_id: TicketId) -> dict:
+    """Forecast now what may block a ticket (the risk object of get_ticket); risk null: none shown."""
+    ticket = ticket_get(ticket_id=ticket_id, actor=caller)
+    return {"ticket_id": ticket.public_id, "risk": blockers.ticket_risk_predict(ticket=ticket)}
+
+
+@mcp_tool(read_only=True)
+def search_similar_discoveries(
+    caller, workflow_id: WorkflowSlug, query: Annotated[str, Field(min_length=3, max_length=1000)],
+    discovery_type: Annotated[str | None, Field(max_length=30, description="as in get_discoveries_by_type")] = None,
+    limit: Annotated[int, Field(ge=1, le=50)] = 10,
+) -> dict:
+    """Past discoveries like query (meaning + words), with their follow-up and hours to unblock."""
+    workflow = workflow_get(slug=workflow_id, actor=caller)
+    return {"discoveries": blockers.discoveries_similar(workflow=workflow, query=query, discovery_type=discovery_type, limit=limit)}

@@ -1,9 +1,12 @@
 """Tasks (the leased, claimable units agents execute), the discoveries they record, and their timeline."""
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Q
+from pgvector.django import HnswIndex, VectorField
 
-from tickets.models import Phase
+from tickets.models import EMBEDDING_DIMENSIONS, Phase
 
 
 class Task(models.Model):
@@ -142,12 +145,29 @@ class Discovery(models.Model):
         max_length=20, choices=ResolutionStatus.choices, default=ResolutionStatus.OPEN
     )
     recorded_by_agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL)
+    # For blocker prediction (tasks.blockers): similar past discoveries by meaning and by words.
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("description", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name_plural = "discoveries"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["discovery_type", "-created_at"])]
+        indexes = [
+            models.Index(fields=["discovery_type", "-created_at"]),
+            GinIndex(fields=["search_vector"], name="discovery_search_gin"),
+            HnswIndex(
+                name="discovery_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.discovery_type} on TSK-{self.source_task_id}"
@@ -171,3 +191,82 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"TSK-{self.task_id} {self.event_type}"
+
+
+class BlockerModel(models.Model):
+    """One trained blocker-prediction model (tasks.blockers): its tier, coefficients as JSON (never
+    pickle), the walk-forward metrics that chose the tier, and a fingerprint of its training data so
+    retraining on unchanged data returns this row instead of writing a new one.
+
+    `workflow` empty = the model shared by every workflow (the workflow prior is one of its features).
+    """
+
+    class Tier(models.TextChoices):
+        PRIOR = "prior"
+        KNN = "knn"
+        LR = "lr"
+
+    workflow = models.ForeignKey("tickets.Workflow", null=True, blank=True, on_delete=models.CASCADE)
+    tier = models.CharField(max_length=10, choices=Tier.choices)
+    feature_version = models.PositiveSmallIntegerField()
+    parameters = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    training_fingerprint = models.CharField(max_length=64)
+    examples = models.PositiveIntegerField(default=0)
+    positives = models.PositiveIntegerField(default=0)
+    trained_through = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["training_fingerprint"], name="blocker_model_fingerprint_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.version
+
+    @property
+    def version(self) -> str:
+        return f"{self.tier}-{self.pk}"
+
+
+class BlockerPrediction(models.Model):
+    """The prediction ledger: every blocker prediction made (shown or held back as the shadow holdout),
+    with the model version and the time its inputs were read (t0); graded when the ticket finishes.
+    Evaluation reads this table, never a re-scoring of the past with a newer model."""
+
+    class Moment(models.TextChoices):
+        CREATED = "created"
+        REQUESTED = "requested"
+
+    ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="blocker_predictions")
+    moment = models.CharField(max_length=20, choices=Moment.choices)
+    t0 = models.DateTimeField()
+    model = models.ForeignKey(BlockerModel, null=True, blank=True, on_delete=models.SET_NULL)
+    model_version = models.CharField(max_length=40)
+    model_tier = models.CharField(max_length=10, choices=BlockerModel.Tier.choices)
+    p_blocked = models.FloatField(null=True, blank=True)
+    base_rate = models.FloatField()
+    band = models.CharField(max_length=10)
+    shown = models.BooleanField()
+    risk = models.JSONField(default=dict, blank=True)
+    outcome_blocked = models.BooleanField(null=True, blank=True)
+    graded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["ticket", "-id"])]
+        constraints = [
+            models.UniqueConstraint(fields=["ticket", "moment", "model_version"], name="blocker_prediction_unique"),
+            models.CheckConstraint(
+                condition=Q(p_blocked__isnull=True) | Q(p_blocked__gte=0, p_blocked__lte=1),
+                name="blocker_prediction_probability",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"TKT-{self.ticket_id} {self.moment} {self.model_version}"

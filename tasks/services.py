@@ -137,6 +137,9 @@ def task_create(
             recorded_by_agent=actor if is_agent(actor) else None,
         )
         _record(source_task, actor, "discovery_recorded", details={"discovery_type": discovery_type, "spawned_task_id": task.public_id})
+        from tasks.blockers import schedule_discovery_embedding
+
+        schedule_discovery_embedding(discovery.id)
         publish_on_commit(
             "discovery.recorded", workflow=ticket.workflow.slug, ticket=ticket.public_id,
             payload=payloads.discovery_payload(discovery),

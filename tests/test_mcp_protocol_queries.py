@@ -9,7 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 PINNED = {
-    "get_ticket": 4,  # the ticket (+ access check), its blocker links, comments, commits
+    # the ticket (+ access check), its blocker links, comments, commits, and (issue 17) its latest shown
+    # blocker prediction from the ledger: one indexed lookup; the forecast itself is made at creation
+    "get_ticket": 5,
     "get_tickets": 4,
     "get_ticket_history": 2,
     "get_phase_history": 2,
@@ -22,6 +24,13 @@ PINNED = {
     "get_messages": 1,
     "get_agent_trajectory": 2,
     "search_tickets": 7,
+    # A fresh forecast (issue 17): ticket, model, declared blockers, then in one transaction SET LOCAL x2,
+    # priors, neighbour tickets, near discoveries (two routes in one UNION), full text, their details,
+    # open declared blockers, suggested blockers (2), and the ledger upsert (update_or_create: a fresh
+    # forecast replaces the previous request; savepoint + SELECT FOR UPDATE + write).
+    "predict_blockers": 20,
+    # transaction + SET LOCAL x2, semantic (two routes, one UNION), full text, details
+    "search_similar_discoveries": 9,
 }
 
 
@@ -64,6 +73,8 @@ def test_every_read_tool_has_a_pinned_query_count(scene):
         "get_messages": {},
         "get_agent_trajectory": {"agent_id": "query-agent"},
         "search_tickets": {"workflow_id": "test-flow", "query": "count queries", "search_type": "keyword"},
+        "predict_blockers": {"ticket_id": ticket.public_id},
+        "search_similar_discoveries": {"workflow_id": "test-flow", "query": "follow-up bug"},
     }
     assert set(arguments) == {name for name, tool in tools.items() if tool.read_only}  # every read tool
     counted = {}
@@ -73,7 +84,7 @@ def test_every_read_tool_has_a_pinned_query_count(scene):
         assert not is_error, (name, text)
         counted[name] = len(queries.captured_queries)
     assert counted == PINNED
-    assert counted["get_ticket"] <= 4
+    assert counted["get_ticket"] <= 5
 
 
 def test_get_ticket_still_shows_blockers_dependents_comments_and_commits(scene):

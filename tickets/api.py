@@ -28,6 +28,7 @@ from omoi_site.api_support import (
     validated_query,
 )
 from omoi_site.domain import DomainError
+from tasks import blockers
 from tickets import payloads, selectors, services
 from tickets.models import Ticket, TicketComment
 from tickets.search import possible_duplicates
@@ -354,8 +355,13 @@ class TicketCollectionView(ApiView):
         act_as_self(request, data.pop("agent_id", None))
         workflow = selectors.workflow_get(slug=data.pop("workflow_id"), actor=request.user)
         similar = possible_duplicates(workflow=workflow, title=data["title"], description=data["description"])
+        vector = blockers.text_vector(data["title"], data["description"])
         ticket = services.ticket_create(actor=request.user, workflow=workflow, **data)
-        return _with_etag({"ticket": _detail(ticket), "similar_tickets": similar}, ticket.version, status_code=201)
+        body = {"ticket": _detail(ticket), "similar_tickets": similar}
+        risk = blockers.ticket_risk_on_create(ticket=ticket, text_vector=vector)
+        if risk is not None:
+            body["risk"] = risk
+        return _with_etag(body, ticket.version, status_code=201)
 
 
 class TicketSearchView(ApiView):
@@ -420,7 +426,11 @@ class TicketDetailView(ApiView):
     )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return _with_etag(_detail(ticket), ticket.version)
+        body = _detail(ticket)
+        risk = blockers.ticket_risk_shown(ticket=ticket)
+        if risk is not None:
+            body["risk"] = risk
+        return _with_etag(body, ticket.version)
 
     @extend_schema(
         tags=TAG,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
+from tasks import blockers
 from tickets import payloads, selectors, services
 from tickets.search import possible_duplicates, warm_duplicate_check
 
@@ -36,31 +37,40 @@ def create_ticket(
     tags: Annotated[list[str] | None, Field(max_length=20)] = None,
     related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
-    """Create a ticket. Returns it plus similar_tickets (possible duplicates: check them; search_tickets first)."""
+    """Create a ticket. Returns it, similar_tickets (possible duplicates: check them) and risk (of blockers)."""
     act_as(caller, agent_id)
     workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
     similar = possible_duplicates(workflow=workflow, title=title, description=description)
+    vector = blockers.text_vector(title, description)
     ticket = services.ticket_create(
         actor=caller, workflow=workflow, title=title, description=description, ticket_type=ticket_type,
         priority=priority, initial_status=initial_status, assigned_agent_id=assigned_agent_id,
         parent_ticket_id=parent_ticket_id, blocked_by_ticket_ids=blocked_by_ticket_ids, tags=tags,
         related_task_ids=related_task_ids,
     )
-    return {"ticket": payloads.ticket_summary(ticket), "similar_tickets": similar}
+    result = {"ticket": payloads.ticket_summary(ticket), "similar_tickets": similar}
+    risk = blockers.ticket_risk_on_create(ticket=ticket, text_vector=vector)
+    if risk is not None:
+        result["risk"] = risk
+    return result
 
 
 @mcp_tool(read_only=True)
 def get_ticket(caller, ticket_id: TicketId) -> dict:
-    """Get one ticket: fields, allowed next statuses, blockers, comments, commits."""
+    """Get one ticket: fields, allowed next statuses, blockers, comments, commits, risk."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    blockers, dependents = selectors.ticket_links(ticket=ticket)
-    return payloads.ticket_detail(
+    blocked_by, dependents = selectors.ticket_links(ticket=ticket)
+    detail = payloads.ticket_detail(
         ticket,
-        blockers=blockers,
+        blockers=blocked_by,
         dependents=dependents,
         comments=list(ticket.comments.select_related("author_user").order_by("-created_at", "-id")[:20])[::-1],
         commits=list(ticket.commits.all()),
     )
+    risk = blockers.ticket_risk_shown(ticket=ticket)
+    if risk is not None:
+        detail["risk"] = risk
+    return detail
 
 
 @mcp_tool(read_only=True)

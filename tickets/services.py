@@ -366,6 +366,9 @@ def ticket_resolve(
     _bump_version(ticket, ["status", "phase", "resolved_at", "resolution"])
     unblocked = _unblock_dependents(ticket, actor)
     ticket.unblocked_ticket_ids = [t.public_id for t in unblocked]
+    from tasks.blockers import blocker_predictions_grade  # the ledger learns the outcome as the ticket closes
+
+    blocker_predictions_grade(ticket=ticket)
     publish_on_commit(
         "ticket.resolved", workflow=ticket.workflow.slug, ticket=ticket.public_id,
         payload={**payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids, "by": actor_label(actor)},

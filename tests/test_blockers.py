@@ -1,0 +1,340 @@
+"""Blocker prediction (issue 17): leakage, cold start, the ledger, the shadow holdout, idempotent retraining,
+bad input, and the payment-webhook case end to end through the real MCP client.
+
+Real PostgreSQL + pgvector and the real local embedding model; histories are built through the services.
+`transactional_db` because embeddings are written after commit (as in production)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+PAYMENT_TITLES = [
+    "Payment webhook handler for Stripe charge events",
+    "Handle the payment provider webhook for refunds",
+    "Process incoming payment webhooks for subscriptions",
+    "Verify signatures on payment webhook callbacks",
+    "Retry failed payment webhook deliveries",
+    "Payment webhook endpoint for invoice paid events",
+]
+OTHER_TITLES = [
+    "Fix the CSS of the settings page footer",
+    "Update the README installation section",
+    "Rename the logging helper module",
+    "Add dark mode to the dashboard theme",
+    "Upgrade the markdown renderer library",
+    "Tidy up unused translation strings",
+]
+CREDENTIALS = "Missing API credentials: the payment provider API key and webhook signing secret are not configured in this environment."
+
+
+def _history(agent, workflow):
+    """Payment-webhook tickets kept being blocked by missing-credentials discoveries; other tickets were not."""
+    from tasks.services import task_create, task_update_status
+    from tickets.services import ticket_create, ticket_resolve
+
+    def finish(task):
+        task_update_status(actor=agent, task_id=task.public_id, status="running")
+        task_update_status(actor=agent, task_id=task.public_id, status="completed", result={"done": True})
+
+    discoveries = []
+    for index, title in enumerate(PAYMENT_TITLES + OTHER_TITLES):
+        ticket = ticket_create(actor=agent, workflow=workflow, title=title,
+                               description=f"{title}. Implement it with tests and deploy it.", tags=["payments"] if index < 6 else [])
+        task, _ = task_create(actor=agent, ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION",
+                              description=f"Implement: {title}")
+        if index < len(PAYMENT_TITLES):
+            follow_up, discovery = task_create(
+                actor=agent, ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION",
+                description="Ask the operator for the payment API credentials.",
+                discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task.public_id,
+            )
+            discoveries.append(discovery)
+            finish(follow_up)
+        finish(task)
+        ticket_resolve(actor=agent, ticket_id=ticket.public_id, resolution_comment="Done and deployed to production.")
+    return discoveries
+
+
+@pytest.fixture
+def agent(transactional_db, workflow, make_agent):
+    return make_agent("risk-agent", workflow)
+
+
+def _facts(ticket, t0):
+    from tasks.blockers import TicketFacts
+
+    return TicketFacts.of_ticket(ticket, t0=t0, declared_blocker_ids=[])
+
+
+def test_a_discovery_recorded_after_t0_never_changes_a_prediction_made_at_t0(agent, workflow):
+    from tasks.blockers import predict
+    from tasks.services import task_create
+    from tickets.services import ticket_create, ticket_resolve
+
+    # given a history and a new payment ticket predicted at t0
+    _history(agent[0], workflow)
+    ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for disputes",
+                           description="Receive dispute events from the payment provider webhook.")
+    t0 = timezone.now()
+    before = predict(_facts(ticket, t0))
+    # when more evidence arrives after t0: a finished, blocked payment ticket and a security discovery on it
+    later = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for payouts",
+                          description="Receive payout events from the payment provider webhook.")
+    task, _ = task_create(actor=agent[0], ticket_id=later.public_id, phase_id="PHASE_IMPLEMENTATION", description="Implement payouts webhook.")
+    task_create(actor=agent[0], ticket_id=later.public_id, phase_id="PHASE_IMPLEMENTATION", description="Rotate the leaked webhook secret.",
+                discovery_type="security_issue", discovery_description="The payment webhook secret was leaked in logs; rotate it.",
+                source_task_id=task.public_id)
+    ticket_resolve(actor=agent[0], ticket_id=later.public_id, resolution_comment="Done after rotating the secret.")
+    # then the prediction as of t0 is exactly the same …
+    assert predict(_facts(ticket, t0)) == before
+    # … while a prediction as of now does see the new evidence (so the test could fail)
+    now = predict(_facts(ticket, timezone.now()))
+    assert now != before
+    assert "security_issue" in {row["discovery_type"] for row in now["similar_discoveries"]} | {
+        t["type"] for t in now["likely_blocker_types"]}
+
+
+def test_cold_start_a_new_workflow_gets_prior_or_knn_and_a_sensible_base_rate(agent, workflow, make_agent):
+    from tasks.blockers import blocker_prediction_record
+    from tickets.services import ticket_create, workflow_get_or_create
+
+    _history(agent[0], workflow)  # another workflow's history: only its counts may cross over
+    fresh = workflow_get_or_create(slug="fresh-flow")
+    newcomer, _ = make_agent("fresh-agent", fresh)
+    ticket = ticket_create(actor=newcomer, workflow=fresh, title="Payment webhook for a brand new shop",
+                           description="Receive payment webhooks for the new shop.")
+    prediction = blocker_prediction_record(ticket=ticket)
+    assert prediction.model_tier == "prior"
+    assert prediction.p_blocked is None  # the prior tier claims no probability
+    assert prediction.risk["similar_discoveries"] == []  # nothing from the other workflow leaks in
+    # 6 of 12 finished tickets elsewhere were blocked; shrunk toward the 15 % default it lands in between
+    assert 0.15 < prediction.base_rate < 0.5
+    assert prediction.band == "low"
+
+
+def test_a_stored_lr_model_serves_known_workflows_but_not_a_cold_start(agent, workflow, make_agent):
+    from tasks.blockers import FEATURE_NAMES, FEATURE_VERSION, blocker_prediction_record
+    from tasks.models import BlockerModel
+    from tickets.services import ticket_create, workflow_get_or_create
+
+    _history(agent[0], workflow)
+    width = len(FEATURE_NAMES)
+    # a model whose only weight is on knn_rate (coefficients as JSON, as training stores them)
+    model = BlockerModel.objects.create(
+        tier="lr", feature_version=FEATURE_VERSION, training_fingerprint="test", examples=12, positives=6,
+        parameters={"mean": [0.0] * width, "scale": [1.0] * width, "coef": [1.0] + [0.0] * (width - 1),
+                    "intercept": 0.0, "platt_a": 1.0, "platt_b": 0.0},
+    )
+    known = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for Alipay",
+                          description="Receive Alipay payment webhook events.")
+    served = blocker_prediction_record(ticket=known)
+    assert (served.model_tier, served.model_version, served.model_id) == ("lr", model.version, model.pk)
+    assert served.p_blocked > 0.5  # sigmoid(logit(knn_rate)) = knn_rate, high for payment webhooks
+    fresh = workflow_get_or_create(slug="cold-flow")
+    newcomer, _ = make_agent("cold-agent", fresh)
+    cold = ticket_create(actor=newcomer, workflow=fresh, title="Payment webhook for a new shop",
+                         description="Receive payment webhooks.")
+    assert blocker_prediction_record(ticket=cold).model_tier == "prior"
+
+
+def test_the_ledger_grades_each_prediction_when_its_ticket_finishes(agent, workflow):
+    from tasks.blockers import blocker_prediction_record
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+    from tickets.services import ticket_create, ticket_resolve
+
+    _history(agent[0], workflow)
+    blocked = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for chargebacks",
+                            description="Chargeback events from the payment webhook.")
+    clean = ticket_create(actor=agent[0], workflow=workflow, title="Fix the CSS of the login footer",
+                          description="The footer overlaps on small screens.")
+    for ticket in (blocked, clean):
+        blocker_prediction_record(ticket=ticket)
+    task, _ = task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Implement chargebacks.")
+    task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Get the credentials.",
+                discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task.public_id)
+    assert BlockerPrediction.objects.filter(graded_at__isnull=False).count() == 0  # open tickets are not graded
+    for ticket in (blocked, clean):
+        ticket_resolve(actor=agent[0], ticket_id=ticket.public_id, resolution_comment="Finished and verified.")
+    rows = {p.ticket_id: p for p in BlockerPrediction.objects.all()}
+    assert rows[blocked.pk].outcome_blocked is True and rows[blocked.pk].graded_at is not None
+    assert rows[clean.pk].outcome_blocked is False and rows[clean.pk].graded_at is not None
+    assert rows[blocked.pk].p_blocked > rows[clean.pk].p_blocked
+
+
+def test_the_shadow_holdout_is_predicted_but_hidden_from_every_door(agent, workflow, mcp_for, settings):
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    client = mcp_for(agent[1])
+    created = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for gift cards",
+                          description="Gift card payment webhook events.")
+    ticket_id = created["ticket"]["ticket_id"]
+    assert "risk" not in created
+    assert "risk" not in client.call("get_ticket", ticket_id=ticket_id)
+    assert client.call("predict_blockers", ticket_id=ticket_id)["risk"] is None
+    rest = Client().get(f"/api/tickets/{ticket_id}/risk", HTTP_AUTHORIZATION=f"Bearer {agent[1]}")
+    assert rest.status_code == 200 and rest.json()["risk"] is None
+    assert "risk" not in Client().get(f"/api/tickets/{ticket_id}", HTTP_AUTHORIZATION=f"Bearer {agent[1]}").json()
+    task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the gift card payment webhook.")
+    claimed = client.call("claim_next_task", workflow_id="test-flow")
+    assert claimed["task"]["ticket_id"] == ticket_id and "warnings" not in claimed
+    # recorded all the same, marked not shown
+    rows = BlockerPrediction.objects.filter(ticket_id=int(ticket_id.split("-")[1]))
+    assert rows.count() == 2 and not any(rows.values_list("shown", flat=True))
+    assert all(p is not None for p in rows.values_list("p_blocked", flat=True))
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0  # with the holdout off, a new ticket's risk is shown
+    shown = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for vouchers",
+                        description="Voucher payment webhook events.")
+    assert shown["risk"]["band"] in ("medium", "high")
+
+
+def test_retraining_is_idempotent(agent, workflow):
+    from io import StringIO
+
+    from tasks.blockers import blocker_model_train
+    from tasks.models import BlockerModel
+    from tickets.services import ticket_create, ticket_resolve
+
+    _history(agent[0], workflow)
+    first, created = blocker_model_train()
+    assert created and first.examples == 12 and first.positives == 6
+    again, created_again = blocker_model_train()
+    assert (again.pk, created_again) == (first.pk, False)
+    out = StringIO()
+    call_command("train_blocker_model", stdout=out)
+    assert "unchanged" in out.getvalue() and BlockerModel.objects.count() == 1
+    # new finished work → a new model
+    ticket = ticket_create(actor=agent[0], workflow=workflow, title="Write the changelog", description="For release 2.0 of the app.")
+    ticket_resolve(actor=agent[0], ticket_id=ticket.public_id, resolution_comment="Changelog written and merged.")
+    newer, created_newer = blocker_model_train()
+    assert created_newer and newer.examples == 13 and BlockerModel.objects.count() == 2
+    assert json.loads(json.dumps(newer.parameters)) == newer.parameters  # JSON, no pickle
+
+
+def test_bad_input_gets_clear_errors_and_changes_nothing(agent, workflow, other_workflow, make_agent, mcp_for):
+    from tasks.models import BlockerPrediction
+    from tickets.services import ticket_create
+
+    stranger, _ = make_agent("stranger", other_workflow)
+    foreign = ticket_create(actor=stranger, workflow=other_workflow, title="Their payment webhook",
+                            description="Belongs to the other workflow.")
+    client = mcp_for(agent[1])
+    before = BlockerPrediction.objects.count()
+    assert "No ticket TKT-999999 in your workflows" in client.error("predict_blockers", ticket_id="TKT-999999")
+    assert f"No ticket {foreign.public_id} in your workflows" in client.error("predict_blockers", ticket_id=foreign.public_id)
+    assert "must look like 'TKT-42'" in client.error("predict_blockers", ticket_id="payment")
+    assert "No workflow 'other-flow' that you belong to" in client.error(
+        "search_similar_discoveries", workflow_id="other-flow", query="payment webhook")
+    assert "discovery_type must be one of" in client.error(
+        "search_similar_discoveries", workflow_id="test-flow", query="payment webhook", discovery_type="missing_credentials")
+    assert "query" in client.error("search_similar_discoveries", workflow_id="test-flow", query="ab")
+    assert BlockerPrediction.objects.count() == before
+    rest = Client().get("/api/discoveries/similar", {"workflow_id": "test-flow", "query": "ab"}, HTTP_AUTHORIZATION=f"Bearer {agent[1]}")
+    assert rest.status_code == 400
+
+
+def test_payment_webhook_ticket_is_forecast_blocked_by_missing_credentials_through_mcp(agent, workflow, mcp_for, settings):
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    discoveries = _history(agent[0], workflow)
+    client = mcp_for(agent[1])
+
+    created = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for Apple Pay events",
+                          description="Handle the payment provider's webhook for Apple Pay charges and refunds.")
+    risk = created["risk"]
+    assert risk["band"] in ("medium", "high"), risk
+    assert risk["model_tier"] in ("knn", "lr") and 0 < risk["base_rate"] < 1
+    assert risk["likely_blocker_types"][0]["type"] == "missing_requirement"
+    assert {d.id for d in discoveries} & {row["discovery_id"] for row in risk["similar_discoveries"]}
+    # get_ticket shows the same creation-time risk; predict_blockers a fresh one with the same shape
+    assert client.call("get_ticket", ticket_id=created["ticket"]["ticket_id"])["risk"] == risk
+    fresh = client.call("predict_blockers", ticket_id=created["ticket"]["ticket_id"])["risk"]
+    assert set(fresh) == set(risk) and fresh["band"] in ("medium", "high")
+
+    # a ticket unlike the payment history stays low
+    docs = client.call("create_ticket", workflow_id="test-flow", title="Fix a typo in the about page",
+                       description="The about page says 'teh' instead of 'the'.")
+    assert docs["risk"]["band"] == "low" and docs["risk"]["p_blocked"] < risk["p_blocked"], (docs["risk"], risk)
+
+    found = client.call("search_similar_discoveries", workflow_id="test-flow", query="webhook API key not configured",
+                        discovery_type="missing_requirement", limit=3)["discoveries"]
+    assert found and found[0]["discovery_type"] == "missing_requirement" and "credentials" in found[0]["summary"]
+    assert client.call("search_similar_discoveries", workflow_id="test-flow", query="webhook API key", discovery_type="bug")["discoveries"] == []
+
+
+def test_claim_next_task_warns_what_blocked_similar_work(agent, workflow, mcp_for, settings):
+    from tasks.services import task_create
+    from tickets.services import ticket_create
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for Klarna",
+                           description="Receive Klarna payment webhook events.")
+    task_create(actor=agent[0], ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION",
+                description="Implement the Klarna payment webhook endpoint.")
+    claimed = mcp_for(agent[1]).call("claim_next_task", workflow_id="test-flow")
+    assert claimed["task"]["ticket_id"] == ticket.public_id
+    assert claimed["warnings"][0]["discovery_type"] == "missing_requirement"
+
+
+def test_predict_blockers_is_fresh_each_time_while_the_creation_forecast_stays(agent, workflow, mcp_for, settings):
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    client = mcp_for(agent[1])
+    ticket_id = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for Pix",
+                            description="Receive Pix payment webhook events.")["ticket"]["ticket_id"]
+    first = client.call("predict_blockers", ticket_id=ticket_id)["risk"]
+    task, _ = task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement Pix.")
+    task_create(actor=agent[0], ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Answer the security review.",
+                discovery_type="security_issue", discovery_description="Security review of webhook signatures pending.",
+                source_task_id=task.public_id)
+    second = client.call("predict_blockers", ticket_id=ticket_id)["risk"]
+    assert second["as_of"] >= first["as_of"]
+    pk = int(ticket_id.split("-")[1])
+    assert BlockerPrediction.objects.filter(ticket_id=pk, moment="requested").count() == 1
+    created = BlockerPrediction.objects.get(ticket_id=pk, moment="created")
+    assert created.risk["as_of"] <= first["as_of"]
+
+
+def test_the_retrain_job_trains_when_due_and_is_a_no_op_otherwise(agent, workflow, settings):
+    from tasks.models import BlockerModel
+    from tasks.tasks import retrain_blocker_model
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_RETRAIN_AFTER_FINISHED = 5
+    version = retrain_blocker_model.call()
+    assert version and BlockerModel.objects.count() == 1
+    assert retrain_blocker_model.call() is None  # nothing finished since: not due
+    assert BlockerModel.objects.count() == 1
+
+
+def test_rest_similar_discoveries_and_risk(agent, workflow, settings):
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    discoveries = _history(agent[0], workflow)
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {agent[1]}"}
+    found = client.get("/api/discoveries/similar", {"workflow_id": "test-flow", "query": "payment API key missing", "limit": 3}, **headers)
+    assert found.status_code == 200, found.content
+    assert found.json()["discoveries"][0]["discovery_id"] in {d.id for d in discoveries}
+    missing = client.get("/api/tickets/TKT-999999/risk", **headers)
+    assert missing.status_code == 404
+    created = client.post("/api/tickets", json.dumps({"workflow_id": "test-flow", "title": "Payment webhook for iDEAL",
+                          "description": "Receive iDEAL payment webhook events."}), content_type="application/json", **headers)
+    assert created.status_code == 201, created.content
+    risk = created.json()["risk"]
+    assert risk["band"] in ("medium", "high")
+    ticket_id = created.json()["ticket"]["ticket_id"]
+    assert client.get(f"/api/tickets/{ticket_id}", **headers).json()["risk"] == risk
+    fresh = client.get(f"/api/tickets/{ticket_id}/risk", **headers).json()
+    assert fresh["ticket_id"] == ticket_id and fresh["risk"]["likely_blocker_types"][0]["type"] == "missing_requirement"
