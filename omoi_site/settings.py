@@ -108,7 +108,11 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 # Every connection scans HNSW iteratively: a filtered vector query (another workflow, a status) would otherwise
 # stop after hnsw.ef_search candidates and come back short — even empty. Set at connection start-up (a
 # placeholder until pgvector loads), so no ORM or raw query can forget it.
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c hnsw.iterative_scan=strict_order -c hnsw.ef_search=100"
+# An iterative scan gives up after hnsw.max_scan_tuples (default 20,000) index entries; a table full of dead
+# rows (a long-reused test database, bulk deletes before autovacuum) could still come back short, so allow more.
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+    "-c hnsw.iterative_scan=strict_order -c hnsw.ef_search=100 -c hnsw.max_scan_tuples=200000"
+)
 # A psycopg connection pool per process: a fresh PostgreSQL connection per request costs more CPU than most
 # of our queries. (Persistent per-thread connections — CONN_MAX_AGE — leak under ASGI, which hops threads.)
 DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "20"))
