@@ -27,8 +27,18 @@ def test_ticket_embedding_is_searchable_by_cosine_distance(workflow):
     far = [0.0, 1.0] + [0.0] * 382
     Ticket.objects.create(workflow=workflow, title="near one", description="x" * 10, embedding=near)
     Ticket.objects.create(workflow=workflow, title="far one", description="x" * 10, embedding=far)
-    ranked = Ticket.objects.order_by(CosineDistance("embedding", near)).values_list("title", flat=True)
-    assert list(ranked) == ["near one", "far one"]
+    # The column's storage and operator, ranked exactly (a sequential scan): on a fresh test database full of
+    # rows rolled back by earlier tests the planner's stale statistics pick the HNSW index for this unfiltered,
+    # unlimited ORDER BY and it came back empty about one run in three (open trap, see README). The index
+    # paths the product uses (filtered, with LIMIT) are tested in tests/test_vector_queries.py.
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        ranked = list(Ticket.objects.filter(workflow=workflow).order_by(CosineDistance("embedding", near))
+                      .values_list("title", flat=True))
+    assert ranked == ["near one", "far one"]
 
 
 def test_full_text_search_vector_is_generated_by_the_database(workflow):
