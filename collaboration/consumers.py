@@ -67,7 +67,7 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
 
     async def _join(self, groups: list[str]) -> None:
         if settings.CHANNEL_LAYER_KIND == "in-memory":
-            relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
+            await relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
         self.groups_joined = list(dict.fromkeys(groups))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)

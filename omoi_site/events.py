@@ -270,25 +270,43 @@ class EventRelay:
     each notification (or every few seconds, in case one was missed while reconnecting) send the rows after
     the last relayed id to their groups. A lost database connection is retried; nothing is skipped because
     the position is an event id, not a notification.
+
+    Ids are allocated at insert and rows become visible at commit, so a transaction holding a lower id can
+    commit after a higher id was relayed. Every id skipped over is therefore watched for `GAP_SECONDS`
+    and relayed if its row appears (an id that stays missing belonged to a rolled-back transaction).
     """
 
     POLL_SECONDS = 5
+    GAP_SECONDS = 60
+    GAP_LIMIT = 1000  # skipped ids watched per jump (a burst of rollbacks can skip many)
 
     def __init__(self):
         self._task = None
         self._loop = None
+        self._started = None
+        self._gaps: dict[int, float] = {}  # skipped id -> loop time after which it is given up
 
-    def ensure_started(self) -> None:
+    async def ensure_started(self) -> None:
+        """Start the relay on this event loop (once) and wait until it knows its starting position, so an
+        event committed after the caller's socket joined is relayed, not taken for history."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop
+            self._started = loop.create_future()
+            self._gaps = {}
             self._task = loop.create_task(self._run(), name="omoi-event-relay")
+        await asyncio.shield(self._started)
 
     async def _run(self) -> None:
         import psycopg
         from asgiref.sync import sync_to_async
 
-        last_id = await sync_to_async(latest_event_id)()
+        try:
+            last_id = await sync_to_async(latest_event_id)()
+        except BaseException as error:
+            self._started.set_exception(error)
+            raise
+        self._started.set_result(last_id)
         while True:
             try:
                 conninfo = await sync_to_async(_conninfo)()
@@ -308,11 +326,19 @@ class EventRelay:
         from asgiref.sync import sync_to_async
 
         layer = get_channel_layer()
+        now = asyncio.get_running_loop().time()
+        self._gaps = {gap: until for gap, until in self._gaps.items() if until > now}
+        if self._gaps:
+            for record_id, groups, envelope in await sync_to_async(_records_with_ids)(list(self._gaps)):
+                await _send_all(layer, groups, {**envelope, "id": record_id})
+                self._gaps.pop(record_id, None)
         while True:
             rows = await sync_to_async(_records_after)(last_id)
             if not rows:
                 return last_id
             for record_id, groups, envelope in rows:
+                for skipped in range(max(last_id + 1, record_id - self.GAP_LIMIT), record_id):
+                    self._gaps[skipped] = now + self.GAP_SECONDS
                 await _send_all(layer, groups, {**envelope, "id": record_id})
                 last_id = record_id
 
@@ -322,6 +348,15 @@ def _records_after(last_id: int) -> list[tuple[int, list[str], dict]]:
 
     try:
         return list(EventRecord.objects.filter(id__gt=last_id).order_by("id").values_list("id", "groups", "envelope")[:500])
+    finally:
+        connection.close()
+
+
+def _records_with_ids(ids: list[int]) -> list[tuple[int, list[str], dict]]:
+    from collaboration.models import EventRecord
+
+    try:
+        return list(EventRecord.objects.filter(id__in=ids).order_by("id").values_list("id", "groups", "envelope"))
     finally:
         connection.close()
 

@@ -101,3 +101,62 @@ def test_mcp_server_url_defaults_to_the_served_host_and_port():
                               capture_output=True, text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
     assert served == "http://127.0.0.1:8622/mcp/"
     assert explicit == "https://omoi.example/mcp/"
+
+
+def test_an_event_whose_transaction_commits_after_a_later_id_still_reaches_the_socket(workflow, without_redis):
+    """Ids are allocated at insert, so transaction A (lower id) can commit after transaction B (higher id).
+    The relay has then already moved past A's id; it must still deliver A once A commits."""
+    import threading
+
+    from django.contrib.auth.models import User
+    from django.db import connections, transaction
+    from django.test import Client
+
+    from omoi_site.asgi import application
+    from omoi_site.events import publish_on_commit
+
+    user = User.objects.create_user(f"mgr-{uuid.uuid4().hex[:6]}", password="pw-123456", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    a_inserted, b_committed = threading.Event(), threading.Event()
+
+    def slow_transaction():
+        try:
+            with transaction.atomic():
+                publish_on_commit("sandbox.finished", workflow=workflow.slug, payload={"step": "A"})
+                a_inserted.set()
+                assert b_committed.wait(20)
+                import time
+
+                time.sleep(1.5)  # the relay has relayed B and moved past A's id by now
+        finally:
+            connections.close_all()
+
+    def fast_transaction():
+        try:
+            assert a_inserted.wait(20)
+            with transaction.atomic():
+                publish_on_commit("sandbox.finished", workflow=workflow.slug, payload={"step": "B"})
+            b_committed.set()
+        finally:
+            connections.close_all()
+
+    async def scenario():
+        socket = WebsocketCommunicator(application, f"/ws/dashboard/?workflow={workflow.slug}",
+                                       headers=[(b"origin", b"http://127.0.0.1"), cookie])
+        connected, _ = await socket.connect(timeout=10)
+        assert connected
+        assert (await socket.receive_json_from(timeout=10))["type"] == "subscribed"
+        threads = [threading.Thread(target=slow_transaction), threading.Thread(target=fast_transaction)]
+        for thread in threads:
+            thread.start()
+        received = [await socket.receive_json_from(timeout=20) for _ in range(2)]
+        for thread in threads:
+            thread.join(30)
+        await socket.disconnect()
+        return received
+
+    received = async_to_sync(scenario)()
+    assert [m["payload"]["step"] for m in received] == ["B", "A"]
+    assert received[1]["id"] < received[0]["id"]  # A holds the lower id and arrives last
