@@ -44,17 +44,19 @@ def parse_args():
     parser.add_argument("--servers", type=int, default=2, help="web processes to start when --url is not given")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes the sockets are split over (0: in the bench process, beside the publisher)")
+    parser.add_argument("--uvicorn-arg", action="append", default=[], metavar="ARG",
+                        help="extra uvicorn command-line argument for the started web processes (repeatable), e.g. --uvicorn-arg=--ws=wsproto")
     return parser.parse_args()
 
 
-def start_server() -> tuple[str, subprocess.Popen]:
+def start_server(extra_args: list[str]) -> tuple[str, subprocess.Popen]:
     """uvicorn in its own process (as in production), so the 200 bench clients do not share its GIL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "omoi_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--log-level", "warning"],
+         "--lifespan", "off", "--log-level", "warning", *extra_args],
         cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy(),
     )
     deadline = time.monotonic() + 60
@@ -327,7 +329,7 @@ def main():
     if args.url:
         base_urls = [args.url.rstrip("/")]
     else:
-        started = [start_server() for _ in range(max(1, args.servers))]
+        started = [start_server(args.uvicorn_arg) for _ in range(max(1, args.servers))]
         base_urls, servers = [url for url, _ in started], [process for _, process in started]
     try:
         complete = asyncio.run(run(args, base_urls, cookie, agent, ticket_ids, [server.pid for server in servers]))

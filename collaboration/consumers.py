@@ -176,6 +176,16 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
     async def omoi_event(self, message: dict) -> None:
         await self._forward(message)
 
+    async def dispatch(self, message):
+        # Channels runs close_old_connections() in a worker thread before every handler. Forwarding an event
+        # touches no database connection (AgentConsumer's per-event check runs in database_sync_to_async,
+        # which closes stale connections itself), and at thousands of deliveries a second that thread hop
+        # per socket per event was the largest single cost of fan-out, queued behind the credential re-checks.
+        if message.get("type") == "omoi.event":
+            await self._forward(message)
+        else:
+            await super().dispatch(message)
+
 
 # --- database reads (through selectors) ------------------------------------------------------------
 
@@ -220,14 +230,20 @@ def _visible_workflow_slugs(actor) -> set[str] | None:
 
 
 @database_sync_to_async
-def _session_user(scope):
-    """The scope's user re-read from the database, or None when the session ended or the user was disabled."""
+def _session_recheck(scope) -> tuple[bool, set[str] | None]:
+    """(session still valid, workflow slugs its user may see now) in one thread hop: False when the session
+    ended or the user was disabled."""
     from django.contrib.auth import get_user_model
+
+    from collaboration.selectors import visible_workflow_slugs
 
     session = scope.get("session")
     if session is None or not session.session_key or not session.exists(session.session_key):
-        return None
-    return get_user_model().objects.filter(pk=scope["user"].pk, is_active=True).first()
+        return False, None
+    user = get_user_model().objects.filter(pk=scope["user"].pk, is_active=True).first()
+    if user is None:
+        return False, None
+    return True, visible_workflow_slugs(actor=user)
 
 
 # --- consumers -------------------------------------------------------------------------------------
@@ -276,10 +292,10 @@ class DashboardConsumer(_EventForwarder):
         return {"groups": self.groups_joined, "events": sorted(self.wanted_events)}
 
     async def _recheck(self) -> str | None:
-        user = await _session_user(self.scope)
-        if user is None:
+        valid, allowed_workflows = await _session_recheck(self.scope)
+        if not valid:
             return "your session ended; log in again (/admin/login/)."
-        self.allowed_workflows = await _visible_workflow_slugs(user)
+        self.allowed_workflows = allowed_workflows
         return None
 
 
