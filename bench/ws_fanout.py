@@ -50,13 +50,14 @@ def parse_args():
 
 
 def start_server(extra_args: list[str]) -> tuple[str, subprocess.Popen]:
-    """uvicorn in its own process (as in production), so the 200 bench clients do not share its GIL."""
+    """uvicorn in its own process with production's websocket options (railway.json: no per-message deflate),
+    so the 200 bench clients do not share its GIL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "omoi_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--log-level", "warning", *extra_args],
+         "--lifespan", "off", "--log-level", "warning", "--ws-per-message-deflate", "false", *extra_args],
         cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy(),
     )
     deadline = time.monotonic() + 60
