@@ -323,3 +323,45 @@ def test_events_are_delivered_promptly(flow, make_agent, staff_cookie):
 
     event, received = async_to_sync(scenario)()
     assert (received - parse_datetime(event["at"])).total_seconds() < 2
+
+
+def test_sockets_with_different_filters_each_get_exactly_their_events_once(flow, make_agent, staff_cookie):
+    """Events reach every socket of one process from the same layer message (the consumers forward it
+    without channels' per-message database hop): each socket still applies its own filter and de-duplicates,
+    so a socket on both the workflow and the ticket group gets one copy, not two."""
+    from collaboration.services import message_broadcast
+    from tickets.services import ticket_change_status
+
+    agent, _ = make_agent("rt-filters", flow)
+    make_agent("rt-filters-peer", flow)
+    ticket = _ticket(flow, agent)
+
+    async def drain(socket) -> list[tuple[str, int]]:
+        seen = []
+        while not await socket.receive_nothing(timeout=QUIET_SECONDS):
+            message = await socket.receive_json_from(timeout=5)
+            if message["type"] == "omoi.event":
+                seen.append((message["event"], message["id"]))
+        return seen
+
+    async def scenario():
+        statuses = _dashboard(f"workflow={flow.slug}&events=ticket.status_changed", staff_cookie)
+        messages = _dashboard(f"workflow={flow.slug}&events=message.*", staff_cookie)
+        both_groups = _dashboard(f"workflow={flow.slug}&ticket={ticket.public_id}", staff_cookie)
+        for socket in (statuses, messages, both_groups):
+            await _open(socket)
+        await sync_to_async(ticket_change_status)(actor=agent, ticket_id=ticket.public_id, new_status="analyzing",
+                                                  comment="Checking the filters of three sockets.")
+        await sync_to_async(message_broadcast)(sender=agent, message="Filters are being checked.")
+        await sync_to_async(ticket_change_status)(actor=agent, ticket_id=ticket.public_id, new_status="backlog",
+                                                  comment="Back to the backlog after the check.")
+        received = [await drain(socket) for socket in (statuses, messages, both_groups)]
+        for socket in (statuses, messages, both_groups):
+            await socket.disconnect()
+        return received
+
+    statuses, messages, both_groups = async_to_sync(scenario)()
+    assert [name for name, _ in statuses] == ["ticket.status_changed", "ticket.status_changed"]
+    assert [name for name, _ in messages] == ["message.sent"]
+    assert sorted(both_groups) == sorted(statuses + messages)  # everything, each event once
+    assert len({event_id for _, event_id in both_groups}) == 3
