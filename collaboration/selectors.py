@@ -6,6 +6,7 @@ from django.db.models import Q
 
 from collaboration.models import Handoff, Message, MessageReceipt
 from omoi_site.domain import NotFound, parse_public_id
+from tasks.models import Discovery, Task, TaskEvent
 from tickets.selectors import can_access_workflow
 
 
@@ -167,3 +168,31 @@ def ticket_page(*, ticket) -> dict:
         "dependents": ticket_dependents(ticket=ticket),
         "graph": workflow_graph(ticket=ticket),
     }
+
+
+def task_timeline(*, task: Task) -> list[dict]:
+    """Everything that happened to a task, oldest first: its events, discoveries and hand-offs."""
+    entries = []
+    for event in TaskEvent.objects.filter(task=task).select_related("actor_agent", "actor_user"):
+        entries.append(
+            (event.created_at, event.id, {
+                "kind": "event", "event": event.event_type, "actor": event.actor_agent_id or (event.actor_user.get_username() if event.actor_user_id else None),
+                "old_status": event.old_status or None, "new_status": event.new_status or None, "details": event.details or None,
+            })
+        )
+    for discovery in Discovery.objects.filter(source_task=task):
+        entries.append(
+            (discovery.created_at, discovery.id, {
+                "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
+                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
+            })
+        )
+    for handoff in Handoff.objects.filter(task=task):
+        entries.append(
+            (handoff.created_at, handoff.id, {
+                "kind": "handoff", "handoff_id": handoff.public_id, "from": handoff.from_agent_id, "to": handoff.to_agent_id,
+                "status": handoff.status, "reason": handoff.reason,
+            })
+        )
+    entries.sort(key=lambda item: (item[0], item[1]))
+    return [{"at": at.isoformat(timespec="seconds"), **{k: v for k, v in body.items() if v is not None}} for at, _, body in entries]

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.tasks import task
 from django.utils import timezone
 
 from omoi_site.domain import DomainError
@@ -612,11 +613,15 @@ def schedule_discovery_embedding(discovery_id: int) -> None:
             except Exception:
                 logger.exception("embedding discovery %s failed; train_blocker_model backfills it", discovery_id)
         else:
-            from tasks.tasks import embed_discovery
-
             embed_discovery.enqueue(discovery_id)
 
     transaction.on_commit(run, robust=True)
+
+
+@task
+def embed_discovery(discovery_id: int) -> int:
+    """Background job: embed one discovery (for similar-discovery search and blocker prediction)."""
+    return discovery_embeddings_refresh(discovery_ids=[discovery_id])
 
 
 def discoveries_similar(*, workflow, query: str, discovery_type: str | None = None, limit: int = 10) -> list[dict]:

@@ -1,9 +1,9 @@
-"""Read-side queries on tasks: lookup with access checks, discoveries, timeline, workflow graph."""
+"""Read-side queries on tasks: lookup with access checks, discoveries, workflow graph."""
 
 from __future__ import annotations
 
 from omoi_site.domain import DomainError, NotFound, parse_public_id
-from tasks.models import Discovery, Task, TaskEvent
+from tasks.models import Discovery, Task
 from tickets.selectors import can_access_workflow, workflow_ids_for
 
 
@@ -39,36 +39,6 @@ def discoveries_by_type(*, actor, discovery_type: str, limit: int = 50) -> list[
     if allowed is not None:
         queryset = queryset.filter(source_task__workflow_id__in=allowed)
     return list(queryset[:limit])
-
-
-def task_timeline(*, task: Task) -> list[dict]:
-    """Everything that happened to a task, oldest first: its events, discoveries and hand-offs."""
-    from collaboration.models import Handoff
-
-    entries = []
-    for event in TaskEvent.objects.filter(task=task).select_related("actor_agent", "actor_user"):
-        entries.append(
-            (event.created_at, event.id, {
-                "kind": "event", "event": event.event_type, "actor": event.actor_agent_id or (event.actor_user.get_username() if event.actor_user_id else None),
-                "old_status": event.old_status or None, "new_status": event.new_status or None, "details": event.details or None,
-            })
-        )
-    for discovery in Discovery.objects.filter(source_task=task):
-        entries.append(
-            (discovery.created_at, discovery.id, {
-                "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
-                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
-            })
-        )
-    for handoff in Handoff.objects.filter(task=task):
-        entries.append(
-            (handoff.created_at, handoff.id, {
-                "kind": "handoff", "handoff_id": handoff.public_id, "from": handoff.from_agent_id, "to": handoff.to_agent_id,
-                "status": handoff.status, "reason": handoff.reason,
-            })
-        )
-    entries.sort(key=lambda item: (item[0], item[1]))
-    return [{"at": at.isoformat(timespec="seconds"), **{k: v for k, v in body.items() if v is not None}} for at, _, body in entries]
 
 
 def workflow_graph(*, ticket) -> dict:
@@ -124,3 +94,15 @@ def task_list(*, actor, workflow=None, ticket=None, status: str | None = None, t
     if task_type:
         queryset = queryset.filter(task_type=task_type)
     return queryset
+
+
+def related_tasks_public_ids(*, actor, workflow, task_ids) -> list[str]:
+    """The public ids of `task_ids` (each 'TSK-n'), each checked to be a task of `workflow` the actor may see.
+    Answers tickets' `related_tasks_resolve` hook when a ticket is created with related tasks."""
+    public_ids = []
+    for task_id in dict.fromkeys(task_ids):
+        task = task_get(task_id=task_id, actor=actor, argument="related_task_ids")
+        if task.workflow_id != workflow.id:
+            raise DomainError(f"related_task_ids: {task.public_id} belongs to another workflow.")
+        public_ids.append(task.public_id)
+    return public_ids

@@ -24,7 +24,7 @@ from omoi_site.domain import (
     require_text,
 )
 from omoi_site.events import publish_on_commit
-from tasks import payloads, selectors
+from tasks import hooks, payloads, selectors
 from tasks.models import Discovery, Task, TaskEvent
 from tickets import selectors as ticket_selectors
 from tickets.models import Phase, Ticket
@@ -62,9 +62,7 @@ def _boost(priority: str) -> str:
 
 
 def _lapse_handoffs(task: Task, reason: str) -> None:
-    from collaboration.services import handoffs_expire_for_task
-
-    handoffs_expire_for_task(task_id=task.pk, reason=reason)
+    hooks.task_lost_holder.send(task_id=task.pk, reason=reason)
 
 
 def lease_seconds() -> int:

@@ -308,8 +308,8 @@ def test_predict_blockers_is_fresh_each_time_while_the_creation_forecast_stays(a
 
 
 def test_the_retrain_job_trains_when_due_and_is_a_no_op_otherwise(agent, workflow, settings):
+    from tasks.jobs import retrain_blocker_model
     from tasks.models import BlockerModel
-    from tasks.tasks import retrain_blocker_model
 
     _history(agent[0], workflow)
     settings.BLOCKER_RETRAIN_AFTER_FINISHED = 5

@@ -77,9 +77,9 @@ class Command(BaseCommand):
         self.stdout.write(f"[{time.monotonic() - self.started:6.2f}s] {text}")
 
     def handle(self, *args, **options):
+        from agents.agent_side.mcp_client import MCPClient
+        from agents.agent_side.scripted_brain import scripted_llm
         from agents.launcher import execute_run, launch_worker
-        from agents.mcp_client import MCPClient
-        from agents.scripted_brain import scripted_llm
         from tasks.models import Task
         from tickets.models import Ticket
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = settings.MAINTENANCE_INTERVAL_SECONDS
-PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
-HOURLY_JOBS = ("agents.tasks.prune_idempotency_records", "collaboration.tasks.prune_event_records",
-               "tasks.tasks.retrain_blocker_model")
+PERIODIC_JOBS = ("tasks.jobs.reap_expired_leases", "collaboration.jobs.expire_stale_handoffs")
+HOURLY_JOBS = ("agents.jobs.prune_idempotency_records", "collaboration.jobs.prune_event_records",
+               "tasks.jobs.retrain_blocker_model")
 TICKS_PER_HOUR = max(1, 3600 // max(1, MAINTENANCE_INTERVAL_SECONDS))
 
 

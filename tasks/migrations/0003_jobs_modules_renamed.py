@@ -1,0 +1,31 @@
+"""Background jobs moved from `<app>/tasks.py` to `<app>/jobs.py`: jobs queued before the upgrade name the
+old module path; point them at the new one so the worker can still import them."""
+
+from django.db import migrations
+
+APPS = ("agents", "collaboration", "tasks", "tickets")
+
+
+def point_queued_jobs_at_jobs_modules(apps, schema_editor):
+    DBTaskResult = apps.get_model("django_tasks_database", "DBTaskResult")
+    for app in APPS:
+        for result in DBTaskResult.objects.filter(task_path__startswith=f"{app}.tasks."):
+            result.task_path = f"{app}.jobs." + result.task_path.removeprefix(f"{app}.tasks.")
+            result.save(update_fields=["task_path"])
+
+
+def point_queued_jobs_back(apps, schema_editor):
+    DBTaskResult = apps.get_model("django_tasks_database", "DBTaskResult")
+    for app in APPS:
+        for result in DBTaskResult.objects.filter(task_path__startswith=f"{app}.jobs."):
+            result.task_path = f"{app}.tasks." + result.task_path.removeprefix(f"{app}.jobs.")
+            result.save(update_fields=["task_path"])
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("tasks", "0002_blocker_prediction"),
+        ("django_tasks_database", "0021_conditional_partial_index_ordering"),
+    ]
+
+    operations = [migrations.RunPython(point_queued_jobs_at_jobs_modules, point_queued_jobs_back)]
