@@ -72,7 +72,7 @@ def workflow_graph(*, ticket) -> dict:
     }
 
 
-# --- REST API list (issue 8: added by the REST door's author; reviewed by the lead) ---------------------
+# --- filtered, sorted lists for the REST door --------------------------------------------------------
 
 
 def task_list(*, actor, workflow=None, ticket=None, status: str | None = None, task_type: str | None = None):
