@@ -338,3 +338,134 @@ def test_rest_similar_discoveries_and_risk(agent, workflow, settings):
     assert client.get(f"/api/tickets/{ticket_id}", **headers).json()["risk"] == risk
     fresh = client.get(f"/api/tickets/{ticket_id}/risk", **headers).json()
     assert fresh["ticket_id"] == ticket_id and fresh["risk"]["likely_blocker_types"][0]["type"] == "missing_requirement"
+
+
+# ------------------------------------------------------------------------------------------- admin
+
+
+def _history_blocked_by_credentials_tickets(agent, workflow):
+    """Payment tickets that, some while after they were filed, became blocked by a 'provision the payment
+    credentials' ticket; an open ticket of that kind waits now."""
+    from datetime import timedelta
+
+    from tickets.models import Ticket
+    from tickets.services import dependency_add, ticket_create, ticket_resolve
+
+    for shop in ("Stripe", "Adyen", "Mollie", "Braintree"):
+        payment = ticket_create(actor=agent, workflow=workflow, title=f"Payment webhook for {shop} charge events",
+                                description=f"Handle the {shop} payment webhook for charges and refunds.")
+        Ticket.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(hours=2))  # filed earlier
+        credentials = ticket_create(actor=agent, workflow=workflow, title=f"Provision the {shop} payment API credentials",
+                                    description=f"Create the {shop} API key and webhook signing secret in the vault.")
+        dependency_add(actor=agent, ticket_id=payment.pk, blocked_by_ticket_id=credentials.pk)
+        ticket_resolve(actor=agent, ticket_id=credentials.public_id, resolution_comment="Credentials are in the vault now.")
+        ticket_resolve(actor=agent, ticket_id=payment.public_id, resolution_comment="Webhook deployed and verified.")
+    return ticket_create(actor=agent, workflow=workflow, title="Provision the Klarna payment API credentials",
+                         description="Create the Klarna API key and webhook signing secret in the vault.")
+
+
+def test_the_admin_cockpit_shows_the_risk_get_ticket_shows_and_adds_a_suggested_blocker(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tickets.models import TicketDependency
+    from tickets.services import ticket_create
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    discoveries = _history(agent[0], workflow)
+    open_credentials = _history_blocked_by_credentials_tickets(agent[0], workflow)
+    ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for Apple Pay events",
+                           description="Handle the payment provider's webhook for Apple Pay charges and refunds.")
+    blocker_prediction_record(ticket=ticket)
+    client = Client()
+    client.force_login(admin_user)
+
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+
+    assert page.status_code == 200
+    shown = Client().get(f"/api/tickets/{ticket.public_id}", HTTP_AUTHORIZATION=f"Bearer {agent[1]}").json()["risk"]
+    risk = page.context["cockpit"]["risk"]
+    assert risk == shown  # one rule: the admin shows what get_ticket shows
+    panel = page.content.decode().split('id="cockpit-risk"')[1].split("</section>")[0]
+    assert risk["band"] in ("medium", "high") and f'data-band="{risk["band"]}"' in panel
+    assert f'<strong id="risk-p">{round(risk["p_blocked"] * 100)}%</strong>' in panel
+    assert f'<span id="risk-base">{round(risk["base_rate"] * 100)}%</span>' in panel
+    assert f'{risk["model_tier"]} · {risk["model_version"]}' in panel
+    types = panel.split('id="risk-types"')[1].split("</p>")[0]
+    # both histories' causes, in the order and shares of the risk object
+    assert [t["type"] for t in risk["likely_blocker_types"]][:2] == ["dependency", "missing_requirement"]
+    positions = [types.index(f'{t["type"]} <span class="omoi-muted">({round(t["share"] * 100)}%)') for t in risk["likely_blocker_types"]]
+    assert positions == sorted(positions)
+    listed = {d.id for d in discoveries if reverse("admin:tasks_discovery_change", args=[d.id]) + '"' in panel}
+    assert listed and "Missing API credentials" in panel
+    suggested = panel.split('id="risk-suggested"')[1].split("</ul>")[0]
+    assert open_credentials.public_id in suggested and open_credentials.title in suggested
+
+    # the suggestion's button is the cockpit's blocker-add step
+    added = client.post(reverse("admin:tickets_ticket_triage", args=[ticket.pk]),
+                        {"op": "blocker_add", "blocked_by": open_credentials.public_id}, follow=True)
+    assert TicketDependency.objects.filter(ticket=ticket, blocker=open_credentials).exists()
+    after = added.content.decode().split('id="risk-suggested"')[1].split("</ul>")[0]
+    assert "already a blocker" in after and f'value="{open_credentials.public_id}"' not in after
+
+
+def test_the_admin_cockpit_shows_no_risk_for_a_shadow_holdout_ticket(agent, workflow, admin_user, settings):
+    from django.contrib.messages import get_messages
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tasks.models import BlockerPrediction
+    from tickets.services import ticket_create
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for gift cards",
+                         description="Gift card payment webhook events.")
+    blocker_prediction_record(ticket=held)
+    client = Client()
+    client.force_login(admin_user)
+
+    held_page = client.get(reverse("admin:tickets_ticket_change", args=[held.pk])).content.decode()
+    forecast = client.post(reverse("admin:tickets_ticket_triage", args=[held.pk]), {"op": "risk_predict"}, follow=True)
+
+    assert 'id="risk-none"' in held_page and 'id="risk-p"' not in held_page and "Missing API credentials" not in held_page
+    # asking for a forecast records one and still shows nothing
+    assert [str(m) for m in get_messages(forecast.wsgi_request)] == [
+        f"Forecast for {held.public_id} recorded: no estimate is shown for this ticket."]
+    assert 'id="risk-none"' in forecast.content.decode() and 'id="risk-p"' not in forecast.content.decode()
+    rows = BlockerPrediction.objects.filter(ticket=held)
+    assert sorted(rows.values_list("moment", "shown")) == [("created", False), ("requested", False)]
+    assert all(p is not None for p in rows.values_list("p_blocked", flat=True))
+    # the same history and kind of ticket outside the holdout does show its risk (so the test can fail)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for vouchers",
+                          description="Voucher payment webhook events.")
+    blocker_prediction_record(ticket=shown)
+    shown_page = client.get(reverse("admin:tickets_ticket_change", args=[shown.pk])).content.decode()
+    assert 'id="risk-p"' in shown_page and 'id="risk-none"' not in shown_page and "Missing API credentials" in shown_page
+
+
+def test_a_ticket_filed_in_the_admin_gets_its_creation_forecast_like_create_ticket(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.models import BlockerPrediction
+    from tickets.models import Ticket
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    client = Client()
+    client.force_login(admin_user)
+    form = {"workflow": workflow.pk, "title": "Payment webhook for Google Pay", "priority": "medium", "ticket_type": "task",
+            "description": "Handle the payment provider's webhook for Google Pay charges.", "tags": ""}
+
+    first = client.post(reverse("admin:tickets_ticket_add"), form)
+    if first.status_code == 200:  # the duplicate check asks once; saving again files it
+        form["similar_checked"] = f"{workflow.pk}:{form['title']}"
+        first = client.post(reverse("admin:tickets_ticket_add"), form)
+
+    assert first.status_code == 302, first.content.decode()[:2000]
+    ticket = Ticket.objects.get(title="Payment webhook for Google Pay")
+    prediction = BlockerPrediction.objects.get(ticket=ticket)
+    assert (prediction.moment, prediction.shown, prediction.t0) == ("created", True, ticket.created_at)
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk])).content.decode()
+    assert f'data-band="{prediction.band}"' in page and prediction.band in ("medium", "high")
