@@ -27,3 +27,13 @@ def retrain_blocker_model() -> str | None:
 
     model = blocker_model_retrain_if_due()
     return model.version if model is not None else None
+
+
+@task
+def train_blocker_model_now() -> str:
+    """Train the blocker model now (queued by the admin's "Retrain now"); unchanged training data returns
+    the existing model. Returns the version serving afterwards."""
+    from tasks.blockers import blocker_model_train
+
+    model, _ = blocker_model_train()
+    return model.version

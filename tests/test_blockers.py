@@ -469,3 +469,135 @@ def test_a_ticket_filed_in_the_admin_gets_its_creation_forecast_like_create_tick
     assert (prediction.moment, prediction.shown, prediction.t0) == ("created", True, ticket.created_at)
     page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk])).content.decode()
     assert f'data-band="{prediction.band}"' in page and prediction.band in ("medium", "high")
+
+
+def _retrain_jobs():
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(task_path="tasks.tasks.train_blocker_model_now").count()
+
+
+def test_the_models_page_lists_versions_with_metrics_the_serving_model_and_the_ledger(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_model_train, blocker_prediction_record
+    from tasks.services import task_create
+    from tickets.services import ticket_create, ticket_resolve
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    older, _ = blocker_model_train()
+    blocked = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for chargebacks",
+                            description="Chargeback events from the payment webhook.")
+    clean = ticket_create(actor=agent[0], workflow=workflow, title="Fix the CSS of the login footer",
+                          description="The footer overlaps on small screens.")
+    for ticket in (blocked, clean):
+        blocker_prediction_record(ticket=ticket)
+    task, _ = task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Implement chargebacks.")
+    task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Get the credentials.",
+                discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task.public_id)
+    for ticket in (blocked, clean):
+        ticket_resolve(actor=agent[0], ticket_id=ticket.public_id, resolution_comment="Finished and verified.")
+    newer, _ = blocker_model_train()
+    client = Client()
+    client.force_login(admin_user)
+
+    page = client.get(reverse("admin:tasks_blockermodel_changelist"))
+
+    assert page.status_code == 200
+    rows = {row.pk: row for row in page.context["cl"].result_list}
+    assert set(rows) == {older.pk, newer.pk}
+    html = page.content.decode()
+    newer_row = html.split(f">{newer.version}</a>")[1].split("</tr>")[0]
+    older_row = html.split(f">{older.version}</a>")[1].split("</tr>")[0]
+    assert "all workflows" in newer_row and ">14<" in newer_row and ">7<" in newer_row  # examples, positives
+    assert 'alt="True"' in newer_row and 'alt="False"' in older_row  # the newest serves
+    ledger = html.split('id="blocker-ledger"')[1].split("</div>")[0]
+    assert "shown 2 (1 blocked; Brier" in ledger and "ROC-AUC 1.000" in ledger and "held back 0 (0 blocked)" in ledger
+    assert 'id="retrain-now"' in html  # a superuser may retrain
+    detail = client.get(reverse("admin:tasks_blockermodel_change", args=[newer.pk])).content.decode()
+    assert '&quot;examples&quot;: 14' in detail
+
+
+def test_retrain_now_queues_the_training_job_for_an_allowed_user_only(agent, workflow, other_workflow, admin_user):
+    from django.contrib.auth.models import Group, Permission, User
+    from django.contrib.messages import get_messages
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from tasks.models import BlockerModel
+
+    _history(agent[0], workflow)
+    retrain = reverse("admin:tasks_blockermodel_retrain")
+    changelist = reverse("admin:tasks_blockermodel_changelist")
+    view = Permission.objects.get(codename="view_blockermodel")
+    may_retrain = Permission.objects.get(codename="retrain_blockermodel")
+    viewer = User.objects.create_user("model-viewer", password="pw-model-viewer-1", is_staff=True)
+    viewer.user_permissions.add(view)
+    limited = User.objects.create_user("flow-retrainer", password="pw-flow-retrainer-1", is_staff=True)
+    limited.user_permissions.add(view, may_retrain)
+    limited.groups.add(Group.objects.create(name=f"workflow:{workflow.slug}"))
+    trainer = User.objects.create_user("model-trainer", password="pw-model-trainer-1", is_staff=True)
+    trainer.user_permissions.add(view, may_retrain)
+
+    def attempt(user):
+        client = Client()
+        client.force_login(user)
+        listed = client.get(changelist)
+        assert listed.status_code == 200
+        response = client.post(retrain, follow=True)
+        return listed.content.decode(), [str(m) for m in get_messages(response.wsgi_request)]
+
+    # refused, nothing queued, and the page says why instead of offering the button
+    for user, reason in ((viewer, "needs the permission “Can retrain the blocker model”"),
+                         (limited, "shared by every workflow")):
+        page, said = attempt(user)
+        assert 'id="retrain-now"' not in page and reason in page
+        assert len(said) == 1 and said[0].startswith("Nothing was queued:") and reason in said[0]
+        assert _retrain_jobs() == 0 and BlockerModel.objects.count() == 0
+    assert Client().post(retrain).status_code == 302 and _retrain_jobs() == 0  # anonymous: to the login page
+    # allowed: queued, and the worker trains
+    page, said = attempt(trainer)
+    assert 'id="retrain-now"' in page and said[0].startswith("Retraining is queued")
+    assert _retrain_jobs() == 1 and BlockerModel.objects.count() == 0
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+    model = BlockerModel.objects.get()
+    assert (model.examples, model.positives) == (12, 6)
+    # again on the same data (a superuser this time): the job runs and keeps the same model
+    _, said = attempt(admin_user)
+    assert said[0].startswith("Retraining is queued")
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+    assert list(BlockerModel.objects.values_list("pk", flat=True)) == [model.pk]
+
+
+def test_the_ledger_page_hides_a_held_back_prediction_until_it_is_graded(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tickets.services import ticket_create, ticket_resolve
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held_ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for gift cards",
+                                description="Gift card payment webhook events.")
+    held = blocker_prediction_record(ticket=held_ticket)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = blocker_prediction_record(ticket=ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for vouchers",
+                                                           description="Voucher payment webhook events."))
+    client = Client()
+    client.force_login(admin_user)
+
+    listed = client.get(reverse("admin:tasks_blockerprediction_changelist")).content.decode()
+    held_page = client.get(reverse("admin:tasks_blockerprediction_change", args=[held.pk])).content.decode()
+
+    held_row = listed.split(f'/blockerprediction/{held.pk}/change/')[1].split("</tr>")[0]
+    shown_row = listed.split(f'/blockerprediction/{shown.pk}/change/')[1].split("</tr>")[0]
+    assert "held back (shadow holdout)" in held_row and f"{held.p_blocked:.3f}" not in held_row
+    assert f"{shown.p_blocked:.3f}" in shown_row and shown.band in shown_row
+    assert "Missing API credentials" not in held_page and f"{held.p_blocked:.3f}" not in held_page
+    # once its ticket is done and graded, showing it can no longer change its outcome
+    ticket_resolve(actor=agent[0], ticket_id=held_ticket.public_id, resolution_comment="Finished and verified.")
+    graded_page = client.get(reverse("admin:tasks_blockerprediction_change", args=[held.pk])).content.decode()
+    assert f"{held.p_blocked:.3f}" in graded_page and "held back (shadow holdout)" not in graded_page
+    searched = client.get(reverse("admin:tasks_blockerprediction_changelist"), {"q": held_ticket.public_id})
+    assert [row.pk for row in searched.context["cl"].result_list] == [held.pk]
