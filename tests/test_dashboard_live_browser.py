@@ -135,11 +135,25 @@ def test_board_filter_hides_and_shows_the_right_cards_and_its_url_reproduces_it(
     assert "priority" not in page.url
 
 
-def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(asgi_server, transactional_db, make_agent, workflow, browser_page):
+def _with_risk_and_patterns(make_agent, workflow, tickets):
+    """A finished history (recurring discoveries) and shown forecasts, so the board's At risk and
+    Recurring discovery patterns panels have rows."""
+    from tasks.blockers import ticket_risk_predict
+    from tests.test_blockers import _history
+
+    _history(make_agent("history-agent", workflow)[0], workflow)
+    for ticket in tickets:
+        ticket_risk_predict(ticket=ticket)  # as of now: the history is known
+
+
+def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(asgi_server, transactional_db, make_agent, workflow,
+                                                                                 browser_page, settings):
     from axe_playwright_python.sync_playwright import Axe
 
     ARTIFACTS.mkdir(exist_ok=True)
     worker_token, bug, release, investigation = off_loop(_seed, make_agent, workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    off_loop(_with_risk_and_patterns, make_agent, workflow, [bug, release])
     page = browser_page
     _login(page, asgi_server.url, f"/dashboard/{workflow.slug}/")
     pages = {
@@ -155,6 +169,8 @@ def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(
         page.set_viewport_size({"width": 1440, "height": 900})
         page.goto(f"{asgi_server.url}{path}")
         page.wait_for_load_state("load")
+        if name == "board":  # the risk and pattern panels are drawn, not empty
+            assert page.locator("#at-risk li").count() == 2 and page.locator("#patterns svg.weeks").count() >= 1
         if name in ("board", "ticket", "agents"):
             violations = axe.run(page).response["violations"]
             serious[name] = [(v["id"], v["impact"], len(v["nodes"])) for v in violations if v["impact"] in ("serious", "critical")]
