@@ -181,3 +181,28 @@ def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(
         assert widths[0] <= widths[1], f"{name} scrolls sideways at 390 px: {widths}"
     assert serious == {"board": [], "ticket": [], "agents": []}
     assert "There is no ticket TKT-999999" in page.content()
+
+
+def test_the_boards_risk_and_pattern_panels_follow_mcp_changes_live(asgi_server, mcp_for, make_agent, workflow, browser_page, settings):
+    from tests.test_blockers import CREDENTIALS
+
+    worker_token, bug, release, investigation = off_loop(_seed, make_agent, workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    off_loop(_with_risk_and_patterns, make_agent, workflow, [])
+    page, agent = browser_page, _Agent(mcp_for(worker_token))
+    _login(page, asgi_server.url, f"/dashboard/{workflow.slug}/")
+    page.evaluate("window.__sameDocument = true")
+    assert page.locator("#at-risk li").count() == 0
+    assert page.get_attribute("#patterns li", "data-count") == "6"  # the history's missing-credentials discoveries
+
+    # a new payment-webhook ticket is forecast at risk; its first task finds the credentials missing again
+    created = agent.call("create_ticket", workflow_id=workflow.slug, agent_id="worker-1", title="Payment webhook for Apple Pay events",
+                         description="Handle the payment provider's webhook for Apple Pay charges and refunds.")
+    ticket_id = created["ticket"]["ticket_id"]
+    page.wait_for_selector(f'#at-risk li[data-ticket-id="{ticket_id}"]', timeout=WAIT)
+    assert page.inner_text(f'#at-risk li[data-ticket-id="{ticket_id}"] .badge') == created["risk"]["band"]
+    task = agent.call("create_task", ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the Apple Pay webhook.")
+    agent.call("create_task", ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Ask for the payment API credentials.",
+               discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task["task"]["task_id"])
+    page.wait_for_function("document.querySelector('#patterns li').dataset.count === '7'", timeout=WAIT)
+    assert page.evaluate("window.__sameDocument") is True
