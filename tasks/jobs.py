@@ -3,7 +3,7 @@
 from django.tasks import task
 
 from tasks import blockers, services
-from tasks.blockers import embed_discovery  # noqa: F401  (the job lives beside the embedding it runs)
+from tasks.blockers import embed_discovery, train_blocker_model_now  # noqa: F401  (jobs defined beside what they run)
 
 
 @task

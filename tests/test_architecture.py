@@ -70,7 +70,7 @@ def test_jobs_queued_under_the_old_tasks_modules_point_at_the_jobs_modules_after
 
     from tasks.jobs import reap_expired_leases
 
-    migration = importlib.import_module("tasks.migrations.0003_jobs_modules_renamed")
+    migration = importlib.import_module("tasks.migrations.0004_jobs_modules_renamed")
     queued = reap_expired_leases.enqueue()
     DBTaskResult.objects.filter(pk=queued.id).update(task_path="tasks.tasks.reap_expired_leases")
 

@@ -27,6 +27,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from omoi_site.domain import DomainError
+from tasks import blockers
 from tickets import admin_services, selectors, services
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
@@ -483,8 +484,9 @@ def history_sentence(event: TicketEvent) -> str:
 class TicketAdmin(ServiceAdmin):
     """The triage cockpit. The change page (templates/admin/tickets/ticket/change_form.html) shows status
     buttons for the allowed next moves, blockers with a picker, similar tickets with a confirmed one-click
-    'duplicate', tasks with their holders, history as sentences; each button posts to triage_view or
-    duplicate_view, which call one service with the staff user as actor."""
+    'duplicate', tasks with their holders, the blocker risk get_ticket shows (tasks.blockers.ticket_risk_shown:
+    nothing for a shadow-holdout ticket) with its suggested blockers, history as sentences; each button posts
+    to triage_view or duplicate_view, which call one service with the staff user as actor."""
 
     form = TicketAdminForm
     list_display = ["public_id", "title", "status_badge", "blocked_badge", "priority_badge", "assigned_agent", "workflow", "age"]
@@ -557,12 +559,14 @@ class TicketAdmin(ServiceAdmin):
 
         found, note = self.similar_found(ticket)
         events = selectors.ticket_history(ticket=ticket)
+        blocked_by = selectors.ticket_blockers(ticket=ticket)
         now = timezone.now()
         return {
             "ticket": ticket,
             "triage_url": reverse("admin:tickets_ticket_triage", args=[ticket.pk]),
             "moves": selectors.ticket_allowed_moves(ticket=ticket),
-            "blockers": selectors.ticket_blockers(ticket=ticket),
+            "blockers": blocked_by,
+            "blocker_ids": {b.public_id for b in blocked_by},
             "dependents": selectors.ticket_dependents(ticket=ticket),
             "blocker_candidates": selectors.blocker_candidates(ticket=ticket),
             "similar": found,
@@ -573,6 +577,7 @@ class TicketAdmin(ServiceAdmin):
             "templates": list(TEMPLATES),
             "local_sandbox": settings.SANDBOX_PROVIDER == "local",
             "dashboard_url": reverse("dashboard:ticket", args=[ticket.public_id]),
+            "risk": blockers.ticket_risk_shown(ticket=ticket),
         }
 
     def _ticket_for(self, request, ticket_pk):
@@ -603,6 +608,10 @@ class TicketAdmin(ServiceAdmin):
             elif op == "blocker_remove":
                 services.dependency_remove(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"Removed blocker {request.POST.get('blocked_by')} from {ticket.public_id}.", messages.SUCCESS)
+            elif op == "risk_predict":
+                risk = blockers.ticket_risk_predict(ticket=ticket)
+                shown = f"band {risk['band']}" if risk is not None else "no estimate is shown for this ticket"
+                self.message_user(request, f"Forecast for {ticket.public_id} recorded: {shown}.", messages.SUCCESS)
             elif op == "launch":
                 from agents.launcher import launch_worker_requested
 
@@ -705,6 +714,7 @@ class TicketAdmin(ServiceAdmin):
                 ticket_type=data["ticket_type"], priority=data["priority"], assigned_agent_id=agent.agent_id if agent else None,
                 parent_ticket_id=parent.pk if parent else None, tags=data.get("tags") or [],
             )
+            blockers.ticket_risk_on_create(ticket=ticket, text_vector=blockers.text_vector(ticket.title, ticket.description))
             _copy_saved(obj, ticket)
             return
         updates = {}

@@ -24,7 +24,7 @@ def point_queued_jobs_back(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tasks", "0002_blocker_prediction"),
+        ("tasks", "0003_blocker_model_retrain_permission"),
         ("django_tasks_database", "0021_conditional_partial_index_ordering"),
     ]
 
