@@ -23,10 +23,13 @@ from agents import services as agent_services
 from agents.agent_templates import get_template
 from agents.models import Agent, AgentToken, SandboxRun
 from agents.selectors import workflow_budget_refusal
-from omoi_site.domain import Conflict, DomainError, is_agent
+from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent
 from omoi_site.events import publish_on_commit
 from tasks.models import Task
+from tasks.selectors import task_get
+from tasks.services import task_create
 from tickets.models import Ticket, Workflow
+from tickets.selectors import ticket_get
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
@@ -66,8 +69,6 @@ def launch_worker(
     if task is None:
         task = Task.objects.filter(ticket=ticket, status=Task.Status.PENDING).order_by("-priority_rank", "id").first()
     if task is None:
-        from tasks.services import task_create
-
         task, _ = task_create(actor=actor, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION",
                               description=f"Work on {ticket.public_id}: {ticket.title}", task_type="implementation")
     if task.status != Task.Status.PENDING:
@@ -92,10 +93,6 @@ def launch_worker(
 def launch_worker_requested(*, actor, template: str, task_id=None, ticket_id=None) -> SandboxRun:
     """A launch asked for through MCP or REST: only coordinator agents and staff users may launch, on a
     task or a ticket of their workflows."""
-    from omoi_site.domain import PermissionDenied
-    from tasks.selectors import task_get
-    from tickets.selectors import ticket_get
-
     if is_agent(actor) and actor.agent_type != Agent.AgentType.COORDINATOR:
         raise PermissionDenied(
             f"only coordinator agents and staff may launch workers; {actor.agent_id} is a {actor.agent_type}."

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from django.db.models import Q
 
+from agents.models import SandboxRun
+from agents.selectors import agent_list
 from collaboration.models import Handoff, Message, MessageReceipt
 from omoi_site.domain import NotFound, parse_public_id
 from tasks.models import Discovery, Task, TaskEvent
-from tickets.selectors import can_access_workflow
+from tasks.payloads import discovery_payload
+from tasks.selectors import workflow_graph
+from tickets.models import Ticket, TicketEvent, Workflow
+from tickets.selectors import (
+    can_access_workflow,
+    phase_history,
+    ticket_blockers,
+    ticket_dependents,
+    ticket_history,
+    workflow_ids_for,
+)
 
 
 def inbox(*, agent, thread_id: str | None = None, limit: int = 50, unread_only: bool = False) -> list[tuple[Message, object]]:
@@ -47,16 +59,13 @@ def handoffs_for(*, agent, status: str | None = None) -> list[Handoff]:
     return list(queryset[:50])
 
 
-# --- dashboard read models (issue 7: live dashboards) -----------------------------------------------
+# --- dashboard read models -------------------------------------------------------------------------
 # Read-only queries behind the dashboard pages and the dashboard websocket; each is scoped by the
 # caller's visible workflows (tickets.selectors.workflow_ids_for: staff see all).
 
 
 def visible_workflow_slugs(*, actor) -> set[str] | None:
     """Slugs of the workflows the actor may see; None means every workflow (staff)."""
-    from tickets.models import Workflow
-    from tickets.selectors import workflow_ids_for
-
     allowed = workflow_ids_for(actor)
     if allowed is None:
         return None
@@ -66,9 +75,6 @@ def visible_workflow_slugs(*, actor) -> set[str] | None:
 def dashboard_workflows(*, actor) -> list:
     """The actor's workflows with per-status ticket counts (`status_counts`), blocked and agent counts."""
     from django.db.models import Count, Q
-
-    from tickets.models import Ticket, Workflow
-    from tickets.selectors import workflow_ids_for
 
     queryset = Workflow.objects.all()
     allowed = workflow_ids_for(actor)
@@ -93,9 +99,6 @@ def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
     """The workflow's recent activity, newest first, in the shape of live events:
     {"event", "at" (datetime), "ticket", "payload"} — messages, hand-offs, discoveries and ticket history."""
     from collaboration import payloads
-    from tasks.models import Discovery
-    from tasks.payloads import discovery_payload
-    from tickets.models import TicketEvent
 
     items: list[dict] = []
     for message in Message.objects.filter(workflow=workflow).exclude(
@@ -134,10 +137,6 @@ def workflow_agents_overview(*, workflow) -> list:
 
     from django.db.models import Max
 
-    from agents.models import SandboxRun
-    from agents.selectors import agent_list
-    from tasks.models import Task
-
     agents = list(agent_list(workflow_id=workflow.id).annotate(token_last_used=Max("tokens__last_used_at")).order_by("agent_id"))
     active = {}
     for task in Task.objects.filter(workflow=workflow, status__in=Task.ACTIVE_STATUSES).order_by("id"):
@@ -156,9 +155,6 @@ def workflow_agents_overview(*, workflow) -> list:
 
 def ticket_page(*, ticket) -> dict:
     """Everything the ticket dashboard page shows besides the ticket itself."""
-    from tasks.selectors import workflow_graph
-    from tickets.selectors import phase_history, ticket_blockers, ticket_dependents, ticket_history
-
     return {
         "history": ticket_history(ticket=ticket),
         "phases": phase_history(ticket=ticket),

@@ -22,6 +22,7 @@ from omoi_site.events import event_feed, latest_event_id
 from tasks import selectors as task_selectors
 from tickets import selectors as ticket_selectors
 from tickets.models import Ticket
+from tickets.search import similar_tickets
 
 BOARD_LIMIT = 500
 AGENT_EVENTS = ("agent.", "sandbox.", "task.", "handoff.")
@@ -185,8 +186,6 @@ def _pattern_charts(patterns: list[dict]) -> list[dict]:
 
 def _similar(ticket) -> list[dict] | None:
     """Tickets close in meaning (None when the embedding provider is unavailable: the page says so)."""
-    from tickets.search import similar_tickets
-
     try:
         return similar_tickets(workflow_ids=[ticket.workflow_id], title=ticket.title, description=ticket.description,
                                exclude_ticket_id=ticket.pk, limit=5, threshold=0.3)

@@ -33,6 +33,7 @@ from mcp import types as mcp_types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from agents.models import IdempotencyRecord
 from omoi_site.domain import DomainError
 
 logger = logging.getLogger(__name__)
@@ -364,8 +365,6 @@ def _internal_error(tool: ToolSpec) -> tuple[bool, str]:
 
 
 def _run_idempotent(tool: ToolSpec, caller, key: str, values: dict) -> Any:
-    from agents.models import IdempotencyRecord
-
     existing = IdempotencyRecord.objects.filter(agent=caller, key=key).first()
     if existing is not None:
         return _replayed(tool, existing)

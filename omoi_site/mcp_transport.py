@@ -45,6 +45,8 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import ValidationError
 
+from agents.selectors import agent_for_token
+from agents.services import agent_token_mark_used
 from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable
 from omoi_site.mcp_endpoint import SERVER_INSTRUCTIONS, call_tool_sync, load_tools, omoi_mcp_server
 
@@ -253,9 +255,6 @@ def cached_agent(raw_token: str):
 
 def authenticate(raw_token: str):
     """The token's agent (database lookup, in a worker thread). Raises Refusal(401) for a dead token."""
-    from agents.selectors import agent_for_token
-    from agents.services import agent_token_mark_used
-
     agent = agent_for_token(raw_token=raw_token)
     if agent is not None:
         agent_token_mark_used(raw_token=raw_token)  # "last seen" on the agents page; one write a minute at most

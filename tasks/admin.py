@@ -9,6 +9,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from agents.launcher import launch_worker
 from omoi_site.domain import DomainError
 from tasks import blockers, services
 from tasks.models import BlockerModel, BlockerPrediction, Discovery, Task, TaskEvent
@@ -79,8 +80,6 @@ class TaskAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Launch an implementer worker on each selected pending task")
     def launch_implementer(self, request, queryset):
-        from agents.launcher import launch_worker
-
         for task in queryset.select_related("ticket").order_by("pk"):
             try:
                 run = launch_worker(actor=request.user, template="implementer", task=task)

@@ -397,7 +397,7 @@ class TicketGraphView(ApiView):
         return Response(selectors.workflow_graph(ticket=ticket))
 
 
-# --- blocker prediction (issue 17) -------------------------------------------------------------------------
+# --- blocker prediction -----------------------------------------------------------------------------------
 
 
 class TicketRiskSerializer(serializers.Serializer):

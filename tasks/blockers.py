@@ -1,4 +1,4 @@
-"""Blocker prediction: learn from past discoveries and dependencies what will block a ticket (issue 17).
+"""Blocker prediction: learn from past discoveries and dependencies what will block a ticket.
 
 What is predicted, as of a moment t0 (a ticket's creation, or when someone asks): `p_blocked`, the chance
 that the ticket becomes blocked before it is done — it gains a blocker (a dependency added after it was
@@ -49,6 +49,7 @@ from omoi_site.domain import DomainError, PermissionDenied
 from tasks.models import BlockerModel, BlockerPrediction, Discovery, Task
 from tickets.embeddings import EmbeddingError, embed_query, get_embedding_provider, ticket_embedding_text
 from tickets.models import Phase, Ticket, TicketDependency
+from tickets.selectors import workflow_ids_for
 
 logger = logging.getLogger(__name__)
 
@@ -399,8 +400,6 @@ def blocker_model_list(*, actor):
     first, each annotated `active_id`: the pk of the model serving predictions now (see active_model)."""
     from django.db.models import Q, Subquery
 
-    from tickets.selectors import workflow_ids_for
-
     queryset = BlockerModel.objects.select_related("workflow").annotate(active_id=Subquery(_shared_models().values("pk")[:1]))
     allowed = workflow_ids_for(actor)
     if allowed is not None:
@@ -412,8 +411,6 @@ def blocker_model_retrain_refusal(*, actor) -> str | None:
     """Why this actor may not retrain the blocker model (None: they may). The shared model is retrained by
     a superuser, or by a staff user holding tasks.retrain_blockermodel who is not limited to workflows
     (the model serves every workflow)."""
-    from tickets.selectors import workflow_ids_for
-
     if getattr(actor, "is_superuser", False):
         return None
     if not getattr(actor, "is_staff", False) or not actor.has_perm(RETRAIN_PERMISSION):

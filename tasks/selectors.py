@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omoi_site.domain import DomainError, NotFound, parse_public_id
 from tasks.models import Discovery, Task
+from tickets.models import Ticket
 from tickets.selectors import can_access_workflow, workflow_ids_for
 
 
@@ -108,7 +109,7 @@ def related_tasks_public_ids(*, actor, workflow, task_ids) -> list[str]:
     return public_ids
 
 
-# --- dashboard read models of blocker risk and discovery patterns (issue 17) ------------------------
+# --- dashboard read models of blocker risk and discovery patterns ---------------------------------
 
 AT_RISK_LIMIT = 5
 PATTERN_WINDOW = 500  # newest discoveries clustered
@@ -124,7 +125,6 @@ def tickets_at_risk(*, workflow, limit: int = AT_RISK_LIMIT) -> list[dict]:
     from django.db.models import Count, OuterRef, Q, Subquery
 
     from tasks.models import BlockerPrediction
-    from tickets.models import Ticket
 
     latest = BlockerPrediction.objects.filter(ticket=OuterRef("pk")).order_by("-id")
     rows = (
@@ -155,8 +155,6 @@ def discovery_patterns(*, workflow, window: int = PATTERN_WINDOW, similarity: fl
 
     import numpy as np
     from django.utils import timezone
-
-    from tickets.models import Ticket
 
     rows = list(
         Discovery.objects.filter(source_task__workflow=workflow, embedding__isnull=False)

@@ -26,8 +26,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
+from agents.agent_templates import TEMPLATES
+from agents.launcher import launch_worker_requested, launch_workers_for_tickets
+from agents.selectors import agent_list
 from omoi_site.domain import DomainError
 from tasks import blockers
+from tasks.selectors import task_list
 from tickets import admin_services, selectors, services
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
@@ -176,8 +180,6 @@ class LaunchWorkerForm(forms.Form):
     template = forms.ChoiceField(choices=[], help_text="The agent template: system prompt, tools and limits.")
 
     def __init__(self, *args, **kwargs):
-        from agents.agent_templates import TEMPLATES
-
         super().__init__(*args, **kwargs)
         self.fields["template"].choices = [(name, name) for name in TEMPLATES]
         self.isolation_warning = (
@@ -554,9 +556,6 @@ class TicketAdmin(ServiceAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def cockpit_context(self, request, ticket) -> dict:
-        from agents.agent_templates import TEMPLATES
-        from tasks.selectors import task_list
-
         found, note = self.similar_found(ticket)
         events = selectors.ticket_history(ticket=ticket)
         blocked_by = selectors.ticket_blockers(ticket=ticket)
@@ -613,8 +612,6 @@ class TicketAdmin(ServiceAdmin):
                 shown = f"band {risk['band']}" if risk is not None else "no estimate is shown for this ticket"
                 self.message_user(request, f"Forecast for {ticket.public_id} recorded: {shown}.", messages.SUCCESS)
             elif op == "launch":
-                from agents.launcher import launch_worker_requested
-
                 run = launch_worker_requested(actor=user, template=request.POST.get("template", ""), ticket_id=ticket.pk)
                 self.message_user(request, format_html("Launched {} on {}: follow {}.", run.agent_id, ticket.public_id, run_links([run])),
                                   messages.SUCCESS)
@@ -764,8 +761,6 @@ class TicketAdmin(ServiceAdmin):
 
     @admin.action(description="Assign selected tickets to an agent…")
     def assign(self, request, queryset):
-        from agents.selectors import agent_list
-
         agents = selectors.scoped_to_actor(agent_list(), actor=request.user, workflow_lookup="workflows")
         return self.bulk_form_action(
             request, queryset, form_class=AssignForm, title="Assign these tickets", form_kwargs={"agents": agents},
@@ -796,8 +791,6 @@ class TicketAdmin(ServiceAdmin):
 
     @admin.action(description="Launch a sandboxed worker on selected tickets…")
     def launch_worker(self, request, queryset):
-        from agents.launcher import launch_workers_for_tickets
-
         return self.bulk_form_action(
             request, queryset, form_class=LaunchWorkerForm, title="Launch a worker on each of these tickets",
             run=lambda ids, data: launch_workers_for_tickets(actor=request.user, ticket_ids=ids, template=data["template"]),

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.models import Agent
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -73,8 +74,6 @@ def _clean_tags(tags: Any) -> list[str]:
 
 
 def _agent_in_workflow(agent_id: str, workflow: Workflow, *, argument: str):
-    from agents.models import Agent
-
     agent = Agent.objects.filter(agent_id=agent_id, workflows=workflow).first() if isinstance(agent_id, str) else None
     if agent is None:
         raise NotFound(f"{argument}: no agent '{agent_id}' in workflow '{workflow.slug}'.")
@@ -502,7 +501,7 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
     return ticket_resolve(actor=actor, ticket_id=ticket.id, resolution_comment=comment or f"Duplicate of {original.public_id}.")
 
 
-# --- workflow settings (issue 7: admin triage) ------------------------------------------------------
+# --- workflow settings --------------------------------------------------------------------------
 
 
 @transaction.atomic

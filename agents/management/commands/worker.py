@@ -17,6 +17,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
+from omoi_site.db_errors import is_database_unavailable
+
 logger = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = settings.MAINTENANCE_INTERVAL_SECONDS
 PERIODIC_JOBS = ("tasks.jobs.reap_expired_leases", "collaboration.jobs.expire_stale_handoffs")
@@ -62,8 +64,6 @@ def _run_surviving_database_loss(arguments: list[str]) -> None:
     """Run django-tasks-db's `db_worker`; when it dies because the database went away (it re-raises every
     OperationalError but "database is locked"), wait with backoff (1 s doubling to 10 s) and start it again,
     so the worker outlives a PostgreSQL restart. Any other error ends the worker (`serve` restarts it)."""
-    from omoi_site.db_errors import is_database_unavailable
-
     for name in ("django.tasks", "django_tasks_db"):
         logging.getLogger(name).addFilter(_WarningsAndAbove())
     pause = 1.0
