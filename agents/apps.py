@@ -6,6 +6,7 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self):
+        # Imported here, not at the top: services and models may load only once the app registry is ready.
         from agents import launcher
         from tickets import hooks as ticket_hooks
 

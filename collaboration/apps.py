@@ -6,6 +6,7 @@ class CollaborationConfig(AppConfig):
     verbose_name = "Collaboration"
 
     def ready(self):
+        # Imported here, not at the top: services and models may load only once the app registry is ready.
         from collaboration import services
         from tasks import hooks as task_hooks
 

@@ -17,6 +17,21 @@ from tickets.admin import PUBLIC_ID, ReadOnlyAdmin, ReadOnlyInline, run_links
 from tickets.selectors import workflow_ids_for
 
 
+class TicketColumnMixin:
+    """Rows that belong to a ticket: a `ticket_link` column to the ticket's page, and an exact TKT-n search
+    that lists that ticket's rows."""
+
+    def get_search_results(self, request, queryset, search_term):
+        match = PUBLIC_ID.match(search_term or "")
+        if match and match.group(1).upper() == "TKT":
+            return queryset.filter(ticket_id=int(match.group(2))), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="ticket", ordering="ticket_id")
+    def ticket_link(self, obj):
+        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
+
+
 class TaskEventInline(ReadOnlyInline):
     model = TaskEvent
     verbose_name_plural = "timeline"
@@ -32,7 +47,7 @@ class DiscoveryInline(ReadOnlyInline):
 
 
 @admin.register(Task)
-class TaskAdmin(ReadOnlyAdmin):
+class TaskAdmin(TicketColumnMixin, ReadOnlyAdmin):
     list_display = ["public_id", "ticket_link", "task_type", "priority", "status", "claimed_by", "assigned_agent",
                     "lease_expires_at", "attempts", "updated_at"]
     list_filter = ["status", "priority", "task_type", ("claimed_by", admin.RelatedOnlyFieldListFilter),
@@ -52,13 +67,8 @@ class TaskAdmin(ReadOnlyAdmin):
         match = PUBLIC_ID.match(search_term or "")
         if match and match.group(1).upper() == "TSK":
             return queryset.filter(pk=int(match.group(2))), False
-        if match and match.group(1).upper() == "TKT":
-            return queryset.filter(ticket_id=int(match.group(2))), False
         return super().get_search_results(request, queryset, search_term)
 
-    @admin.display(description="ticket", ordering="ticket_id")
-    def ticket_link(self, obj):
-        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
 
     def _move(self, request, queryset, status: str, verb: str):
         done, refused = [], []
@@ -193,7 +203,7 @@ class BlockerModelAdmin(ReadOnlyAdmin):
 
 
 @admin.register(BlockerPrediction)
-class BlockerPredictionAdmin(ReadOnlyAdmin):
+class BlockerPredictionAdmin(TicketColumnMixin, ReadOnlyAdmin):
     """The prediction ledger, read-only. A held-back (shadow-holdout) prediction's figures stay hidden
     until its ticket is graded (BlockerPrediction.is_revealable), as every other door hides them."""
 
@@ -208,15 +218,7 @@ class BlockerPredictionAdmin(ReadOnlyAdmin):
               "band_shown", "outcome_blocked", "graded_at", "created_at", "risk_json"]
     readonly_fields = fields
 
-    def get_search_results(self, request, queryset, search_term):
-        match = PUBLIC_ID.match(search_term or "")
-        if match and match.group(1).upper() == "TKT":
-            return queryset.filter(ticket_id=int(match.group(2))), False
-        return super().get_search_results(request, queryset, search_term)
 
-    @admin.display(description="ticket", ordering="ticket_id")
-    def ticket_link(self, obj):
-        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
 
     @admin.display(description="p_blocked")
     def probability(self, obj):

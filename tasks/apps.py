@@ -6,6 +6,7 @@ class TasksConfig(AppConfig):
     verbose_name = "Tasks"
 
     def ready(self):
+        # Imported here, not at the top: services and models may load only once the app registry is ready.
         from tasks import blockers, selectors
         from tickets import hooks as ticket_hooks
 

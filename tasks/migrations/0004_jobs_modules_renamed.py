@@ -6,20 +6,20 @@ from django.db import migrations
 APPS = ("agents", "collaboration", "tasks", "tickets")
 
 
-def point_queued_jobs_at_jobs_modules(apps, schema_editor):
+def _repoint(apps, old: str, new: str) -> None:
     DBTaskResult = apps.get_model("django_tasks_database", "DBTaskResult")
     for app in APPS:
-        for result in DBTaskResult.objects.filter(task_path__startswith=f"{app}.tasks."):
-            result.task_path = f"{app}.jobs." + result.task_path.removeprefix(f"{app}.tasks.")
+        for result in DBTaskResult.objects.filter(task_path__startswith=f"{app}.{old}."):
+            result.task_path = f"{app}.{new}." + result.task_path.removeprefix(f"{app}.{old}.")
             result.save(update_fields=["task_path"])
+
+
+def point_queued_jobs_at_jobs_modules(apps, schema_editor):
+    _repoint(apps, "tasks", "jobs")
 
 
 def point_queued_jobs_back(apps, schema_editor):
-    DBTaskResult = apps.get_model("django_tasks_database", "DBTaskResult")
-    for app in APPS:
-        for result in DBTaskResult.objects.filter(task_path__startswith=f"{app}.jobs."):
-            result.task_path = f"{app}.tasks." + result.task_path.removeprefix(f"{app}.jobs.")
-            result.save(update_fields=["task_path"])
+    _repoint(apps, "jobs", "tasks")
 
 
 class Migration(migrations.Migration):
