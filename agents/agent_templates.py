@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omoi_site.domain import DomainError
+
 COMMON_RULES = (
     "You are {agent_id}, an agent of workflow '{workflow}' coordinated through the OmoiOS MCP tools (mcp__*). "
     "Act only as {agent_id}. Your task is {task_id} on ticket {ticket_id}. Start with mcp__get_task, set it "
@@ -44,8 +46,6 @@ TEMPLATES: dict[str, AgentTemplate] = {
 
 
 def get_template(name: str) -> AgentTemplate:
-    from omoi_site.domain import DomainError
-
     template = TEMPLATES.get(name)
     if template is None:
         raise DomainError(f"template must be one of: {', '.join(TEMPLATES)}; got {name!r}.")

@@ -1,5 +1,6 @@
-"""REST door for agents and sandbox runs (read-only): who is in a workflow, what an agent did, where and
-how each worker ran. Thin over `agents.selectors` (trajectories are the same the MCP tool returns)."""
+"""REST door for agents and sandbox runs: who is in a workflow, what an agent did, where and how each
+worker ran, and launching a worker (POST /api/sandbox-runs). Thin over `agents.selectors` (trajectories
+are the same the MCP tool returns)."""
 
 from __future__ import annotations
 

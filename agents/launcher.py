@@ -1,8 +1,8 @@
 """Launching sandboxed workers: `launch_worker` (service) and `execute_run` (the background job's body).
 
 launch_worker(ticket|task, template) checks the workflow's sandbox limit, picks or creates the task, makes
-the worker's agent identity and a pending SandboxRun, and enqueues `agents.tasks.run_sandbox_worker` after
-commit. execute_run provisions the sandbox (Daytona or local), issues a short-lived token scoped to the
+the worker's agent identity and a pending SandboxRun, and enqueues the `run_sandbox_worker` job (defined
+at the end of this module) after commit. execute_run provisions the sandbox (Daytona or local), issues a short-lived token scoped to the
 workflow, runs the OpenHands agent (real LLM when LLM_* is configured, else the scripted playbook), records
 progress, cost and result on the SandboxRun, and always tears the sandbox down and revokes the token. If
 the process dies mid-run, the task's lease expires and the task returns to the queue.
@@ -16,16 +16,20 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.tasks import task
 from django.utils import timezone
 
 from agents import services as agent_services
 from agents.agent_templates import get_template
 from agents.models import Agent, AgentToken, SandboxRun
 from agents.selectors import workflow_budget_refusal
-from omoi_site.domain import Conflict, DomainError, is_agent
+from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent
 from omoi_site.events import publish_on_commit
 from tasks.models import Task
+from tasks.selectors import task_get
+from tasks.services import task_create
 from tickets.models import Ticket, Workflow
+from tickets.selectors import ticket_get
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
@@ -65,8 +69,6 @@ def launch_worker(
     if task is None:
         task = Task.objects.filter(ticket=ticket, status=Task.Status.PENDING).order_by("-priority_rank", "id").first()
     if task is None:
-        from tasks.services import task_create
-
         task, _ = task_create(actor=actor, ticket_id=ticket.id, phase_id="PHASE_IMPLEMENTATION",
                               description=f"Work on {ticket.public_id}: {ticket.title}", task_type="implementation")
     if task.status != Task.Status.PENDING:
@@ -82,8 +84,6 @@ def launch_worker(
     # the task waits for this worker: nobody else should claim it meanwhile
     Task.objects.filter(pk=task.pk).update(assigned_agent=worker)
     if enqueue:
-        from agents.tasks import run_sandbox_worker
-
         transaction.on_commit(lambda: run_sandbox_worker.enqueue(run.pk))
     publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=_run_payload(run),
                       agents=[worker.agent_id] + ([actor.agent_id] if is_agent(actor) else []))
@@ -93,10 +93,6 @@ def launch_worker(
 def launch_worker_requested(*, actor, template: str, task_id=None, ticket_id=None) -> SandboxRun:
     """A launch asked for through MCP or REST: only coordinator agents and staff users may launch, on a
     task or a ticket of their workflows."""
-    from omoi_site.domain import PermissionDenied
-    from tasks.selectors import task_get
-    from tickets.selectors import ticket_get
-
     if is_agent(actor) and actor.agent_type != Agent.AgentType.COORDINATOR:
         raise PermissionDenied(
             f"only coordinator agents and staff may launch workers; {actor.agent_id} is a {actor.agent_type}."
@@ -124,10 +120,10 @@ def _update_run(run_id: int, **fields) -> SandboxRun:
 
 def _llm_for(run: SandboxRun, token: str, playbook_command: str | None):
     if settings.LLM_MODEL and (settings.LLM_API_KEY or settings.LLM_BASE_URL):
-        from agents.worker_runtime import build_llm
+        from agents.agent_side.worker_runtime import build_llm
 
         return build_llm(model=settings.LLM_MODEL, api_key=settings.LLM_API_KEY, base_url=settings.LLM_BASE_URL)
-    from agents.scripted_brain import scripted_llm, task_worker_playbook
+    from agents.agent_side.scripted_brain import scripted_llm, task_worker_playbook
 
     return scripted_llm(task_worker_playbook(
         agent_id=run.agent_id, task_id=f"TSK-{run.task_id}", ticket_id=f"TKT-{run.ticket_id}",
@@ -158,7 +154,7 @@ def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -
         environment["SANDBOX_ID"] = sandbox.sandbox_id
         run = _update_run(run_id, status=SandboxRun.Status.RUNNING, sandbox_id=sandbox.sandbox_id, started_at=timezone.now())
         Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.RUNNING, last_heartbeat=timezone.now())
-        from agents.worker_runtime import run_worker
+        from agents.agent_side.worker_runtime import run_worker
 
         brief = (f"Work on task TSK-{run.task_id} of ticket TKT-{run.ticket_id} in workflow '{run.workflow.slug}'. "
                  f"You are {run.agent_id}; your sandbox is {sandbox.sandbox_id}.")
@@ -194,6 +190,15 @@ def _finish(run_id: int, sandbox, started: float, **fields) -> SandboxRun:
     return run
 
 
+def auto_spawn_on_ready(*, ticket: Ticket) -> None:
+    """Receiver of tickets' `ticket_ready` hook: when the workflow maps the ticket's type to an agent
+    template, `auto_spawn` runs as a background job after the commit. Off unless the workflow has rules."""
+    if ticket.ticket_type not in (ticket.workflow.auto_spawn_rules or {}):
+        return
+    ticket_id = ticket.id
+    transaction.on_commit(lambda: auto_spawn_worker.enqueue(ticket_id))
+
+
 def auto_spawn(ticket_id: int) -> str:
     """Apply the workflow's auto-spawn rule to a ticket (skips, with a reason, when it no longer applies)."""
     ticket = Ticket.objects.select_related("workflow").filter(pk=ticket_id).first()
@@ -217,3 +222,15 @@ def launch_workers_for_tickets(*, actor, ticket_ids: list[int], template: str) -
     """Launch one worker per ticket (admin bulk action); all or nothing."""
     tickets = list(Ticket.objects.filter(pk__in=ticket_ids).order_by("pk"))
     return [launch_worker(actor=actor, template=template, ticket=ticket) for ticket in tickets]
+
+
+@task
+def run_sandbox_worker(run_id: int) -> str:
+    """Background job: provision a sandbox, run the worker agent for the run's task, tear the sandbox down."""
+    return execute_run(run_id).status
+
+
+@task
+def auto_spawn_worker(ticket_id: int) -> str:
+    """Background job: launch a worker for a newly ready ticket whose type the workflow maps to a template."""
+    return auto_spawn(ticket_id)

@@ -9,6 +9,7 @@ from pydantic import Field
 from agents import selectors, services
 from agents.payloads import trajectory_payload
 from omoi_site.mcp_endpoint import ActingAgentId, AgentId, act_as, mcp_tool
+from tasks.selectors import task_get
 
 
 @mcp_tool(read_only=True)
@@ -28,8 +29,6 @@ def report_agent_event(
     act_as(caller, agent_id)
     task = None
     if task_id:
-        from tasks.selectors import task_get
-
         task = task_get(task_id=task_id, actor=caller)
     event = services.agent_report_event(agent=caller, event_type=event_type, payload=payload, task=task)
     return {"recorded": True, "event_id": event.id}

@@ -1,14 +1,56 @@
-"""Read-side queries about agents: token lookup, listings, trajectories."""
+"""Identity, read side: who may see what (workflow membership and staff scoping), token lookup, agents,
+trajectories and sandbox runs."""
 
 from __future__ import annotations
 
 import hashlib
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agents.models import Agent, AgentEvent, AgentToken, SandboxRun
-from omoi_site.domain import NotFound
+from omoi_site.domain import NotFound, is_agent, parse_public_id
+from tickets.models import Workflow  # the Workflow model still lives in the tickets app (docs/architecture.md)
+
+STAFF_WORKFLOW_GROUP_PREFIX = "workflow:"
+
+
+def workflow_ids_for(actor) -> set[int] | None:
+    """Workflows the actor may see; None means all: superusers, staff users not limited to workflows, and
+    the system itself (actor=None, used only by background jobs — every door passes an authenticated agent
+    or user).
+
+    A non-superuser staff user who belongs to one or more auth groups named `workflow:<slug>` is limited
+    to those workflows in every door (admin, dashboards, REST). Non-staff users see nothing.
+    """
+    if actor is None:
+        return None
+    if is_agent(actor):
+        return set(actor.workflows.values_list("id", flat=True))
+    if not getattr(actor, "is_staff", False):
+        return set()
+    if getattr(actor, "is_superuser", False):
+        return None
+    slugs = [name[len(STAFF_WORKFLOW_GROUP_PREFIX):] for name in actor.groups.filter(
+        name__startswith=STAFF_WORKFLOW_GROUP_PREFIX).values_list("name", flat=True)]
+    if not slugs:
+        return None
+    return set(Workflow.objects.filter(slug__in=slugs).values_list("id", flat=True))
+
+
+def scoped_to_actor(queryset: QuerySet, *, actor, workflow_lookup: str | None) -> QuerySet:
+    """`queryset` narrowed to the workflows the actor may see, following `workflow_lookup` (e.g.
+    "workflow", "ticket__workflow", "workflows", "pk" for workflows themselves); None = not scoped."""
+    allowed = workflow_ids_for(actor)
+    if allowed is None or workflow_lookup is None:
+        return queryset
+    lookup = "pk__in" if workflow_lookup == "pk" else f"{workflow_lookup}__in"
+    return queryset.filter(**{lookup: allowed}).distinct()
+
+
+def can_access_workflow(actor, workflow_id: int) -> bool:
+    allowed = workflow_ids_for(actor)
+    return allowed is None or workflow_id in allowed
 
 
 def hash_token(raw_token: str) -> str:
@@ -45,9 +87,6 @@ def agent_workflow_ids(*, agent: Agent) -> set[int]:
 def agent_get_visible(*, agent_id: str, actor, argument: str = "agent_id") -> Agent:
     """An agent the actor may see: itself, an agent sharing one of its workflows, or any agent for staff.
     Anything else is reported as missing, so other workflows' agents do not leak."""
-    from omoi_site.domain import is_agent
-    from tickets.selectors import workflow_ids_for
-
     agent = agent_get(agent_id=agent_id, argument=argument)
     if is_agent(actor) and agent.agent_id == actor.agent_id:
         return agent
@@ -66,9 +105,6 @@ def agent_list(*, workflow_id: int | None = None):
 
 def agent_workflow_ids_visible_to(*, agent: Agent, viewer) -> set[int] | None:
     """Which of `agent`'s workflows `viewer` may see: None = all of them (the agent itself, or staff)."""
-    from omoi_site.domain import is_agent
-    from tickets.selectors import workflow_ids_for
-
     if is_agent(viewer) and viewer.agent_id == agent.agent_id:
         return None
     allowed = workflow_ids_for(viewer)
@@ -105,9 +141,6 @@ def sandbox_run_list(*, workflow_id: int | None = None, status: str | None = Non
 
 def sandbox_run_get(*, run_id, actor) -> SandboxRun:
     """One sandbox run by id, if it belongs to one of the actor's workflows."""
-    from omoi_site.domain import parse_public_id
-    from tickets.selectors import can_access_workflow
-
     pk = parse_public_id(run_id, "RUN", argument="run_id")
     run = SandboxRun.objects.select_related("agent", "task", "workflow").filter(pk=pk).first()
     if run is None or not can_access_workflow(actor, run.workflow_id):

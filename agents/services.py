@@ -12,6 +12,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentEvent, AgentToken
 from agents.selectors import hash_token
 from omoi_site.domain import DomainError
+from omoi_site.events import publish_on_commit
 from tickets.models import Workflow
 
 TOKEN_PREFIX = "omoi_"
@@ -90,7 +91,6 @@ def agent_report_event(*, agent: Agent, event_type: str, payload: dict | None = 
     Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
     event = agent_event_record(agent=agent, event_type=event_type.strip(), payload=payload, task=task,
                                ticket_id=task.ticket_id if task is not None else None)
-    from omoi_site.events import publish_on_commit
 
     for workflow in agent.workflows.all():
         publish_on_commit("agent.event", workflow=workflow.slug, payload={"agent_id": agent.agent_id, "event_type": event.event_type,

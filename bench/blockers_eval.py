@@ -22,7 +22,8 @@ creation (the same `ticket_features` the product serves), pool the windows. Prin
 PR-AUC (with prevalence), F1 at the threshold that maximised F1 on the training data, Brier skill score
 (vs. the training prevalence), ECE (10 bins), with 95 % bootstrap intervals; similar-discovery Hit@5 and
 blocker-type macro-F1; the oracle (knows the causes) and the base-rate floor beside them; and the p95 of a
-full `predict_blockers` forecast.
+full `predict_blockers` forecast. The served tier's reliability diagram (observed vs. predicted per bin)
+is written as a PNG (`--plot`, default docs/blockers_reliability.png) with Pillow.
 """
 
 from __future__ import annotations
@@ -237,6 +238,81 @@ def ece(scores, labels, bins=10):
     return error
 
 
+def reliability_bins(scores, labels, bins=10):
+    """Equal-width bins (as ece): [(lo, hi, n, mean predicted, observed share)] of the non-empty bins."""
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        idx = [i for i, s in enumerate(scores) if lo <= s < hi or (b == bins - 1 and s == 1.0)]
+        if idx:
+            rows.append((lo, hi, len(idx), sum(scores[i] for i in idx) / len(idx), sum(labels[i] for i in idx) / len(idx)))
+    return rows
+
+
+def _wilson(successes, n, z=1.96):
+    centre = (successes + z * z / 2) / (n + z * z)
+    half = z * (successes * (n - successes) / n + z * z / 4) ** 0.5 / (n + z * z)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def write_reliability_png(path, scores, labels, *, title, bins=10):
+    """A reliability diagram as PNG (Pillow): observed share blocked against mean predicted p per bin,
+    with 95 % Wilson intervals, the diagonal of perfect calibration, and the count of predictions per bin."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = reliability_bins(scores, labels, bins)
+    width, height = 640, 700
+    left, top, size = 80, 70, 480
+    strip_top, strip_height = top + size + 50, 70
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+
+    def x_of(p):
+        return left + p * size
+
+    def y_of(p):
+        return top + size - p * size
+
+    for tick in range(6):
+        value = tick / 5
+        draw.line([(x_of(value), top), (x_of(value), top + size)], fill="#e5e7eb")
+        draw.line([(left, y_of(value)), (left + size, y_of(value))], fill="#e5e7eb")
+        draw.text((x_of(value), top + size + 6), f"{value:.1f}", fill="#374151", font=small, anchor="mt")
+        draw.text((left - 8, y_of(value)), f"{value:.1f}", fill="#374151", font=small, anchor="rm")
+    draw.rectangle([left, top, left + size, top + size], outline="#6b7280")
+    for step in range(0, size, 12):  # dashed diagonal: perfect calibration
+        a, b = step / size, min(step + 6, size) / size
+        draw.line([(x_of(a), y_of(a)), (x_of(b), y_of(b))], fill="#9ca3af", width=2)
+    points = []
+    for _, _, n, predicted, observed in rows:
+        low, high = _wilson(round(observed * n), n)
+        draw.line([(x_of(predicted), y_of(low)), (x_of(predicted), y_of(high))], fill="#93a5e8", width=2)
+        points.append((x_of(predicted), y_of(observed)))
+    if len(points) > 1:
+        draw.line(points, fill="#3457d5", width=3)
+    for (px, py), (_, _, n, _, _) in zip(points, rows, strict=True):
+        radius = 3 + min(9, n ** 0.5 / 2)
+        draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill="#3457d5", outline="white")
+    draw.text((width / 2, 22), title, fill="#111827", font=font, anchor="mm")
+    draw.text((width / 2, 44), "observed share blocked vs. mean predicted p_blocked per bin; bars: 95 % Wilson intervals",
+              fill="#4b5563", font=small, anchor="mm")
+    draw.text((left + size / 2, top + size + 26), "predicted p_blocked", fill="#111827", font=font, anchor="mm")
+    label = Image.new("RGBA", (220, 24), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((110, 12), "observed share blocked", fill="#111827", font=font, anchor="mm")
+    image.paste(label.rotate(90, expand=True), (12, int(top + size / 2 - 110)), label.rotate(90, expand=True))
+    peak = max((n for _, _, n, _, _ in rows), default=1)
+    for lo, hi, n, _, _ in rows:
+        bar = n / peak * (strip_height - 16)
+        draw.rectangle([x_of(lo) + 2, strip_top + strip_height - bar, x_of(hi) - 2, strip_top + strip_height], fill="#c7d2fe")
+        draw.text(((x_of(lo) + x_of(hi)) / 2, strip_top + strip_height - bar - 2), str(n), fill="#374151", font=small, anchor="mb")
+    draw.line([(left, strip_top + strip_height), (left + size, strip_top + strip_height)], fill="#6b7280")
+    draw.text((left - 8, strip_top + strip_height / 2), "n", fill="#374151", font=small, anchor="rm")
+    draw.text((left + size / 2, strip_top + strip_height + 14), "predictions per bin", fill="#4b5563", font=small, anchor="mm")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", optimize=True)
+
+
 def best_threshold(scores, labels):
     from sklearn.metrics import f1_score
 
@@ -286,6 +362,8 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=900)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "blockers_reliability.png"),
+                        help="where to write the served tier's reliability diagram (PNG)")
     args = parser.parse_args()
 
 
@@ -399,6 +477,12 @@ def main() -> None:
 
         print(f"{name:24} {cell('roc_auc'):>16} {cell('pr_auc'):>16} {cell('f1'):>16} {cell('bss'):>17} {cell('ece'):>14}")
     print(f"PR-AUC of a random scorer = prevalence = {prevalence:.3f}; oracle = the generator's own fire probabilities")
+    served = pooled["served tier"]
+    print("reliability of the served tier (bin: n, mean predicted, observed): " + "; ".join(
+        f"{lo:.1f}-{hi:.1f}: {n}, {predicted:.3f}, {observed:.3f}" for lo, hi, n, predicted, observed in reliability_bins(served, labels)))
+    write_reliability_png(args.plot, served, labels, title=(
+        f"Served tier ({'/'.join(sorted(set(served_tiers)))}), walk-forward: n={len(labels)}, ECE {ece(served, labels):.3f}"))
+    print(f"reliability diagram written to {args.plot}")
     print(f"similar-discovery Hit@5 (a past discovery of the same hidden cause in the top 5): "
           f"{hits / hit_total if hit_total else float('nan'):.3f} ({hits}/{hit_total})")
     if type_true:

@@ -40,8 +40,8 @@ def tool_params() -> list[dict]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("OPENHANDS_SUPPRESS_BANNER", "1")
     sys.path.insert(0, str(ROOT))
-    from agents.mcp_client import MCPClient
-    from agents.mcp_tools import mcp_tool_definitions
+    from agents.agent_side.mcp_client import MCPClient
+    from agents.agent_side.mcp_tools import mcp_tool_definitions
 
     client = MCPClient("http://127.0.0.1:9/mcp/", "unused")
     try:

@@ -22,8 +22,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from agents.selectors import agent_for_token, agent_get_visible
 from omoi_site.domain import DomainError
-from omoi_site.events import EVENT_NAMES, agent_group, relay, ticket_group, workflow_group
+from omoi_site.events import EVENT_NAMES, agent_group, events_since, relay, ticket_group, workflow_group
+from tickets.selectors import ticket_get, workflow_get
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +195,6 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
 @database_sync_to_async
 def _dashboard_subscription(user, workflows: list[str], tickets: list[str], agents: list[str]):
     """(groups, allowed workflow slugs or None) for a user, or raise DomainError."""
-    from agents.selectors import agent_get_visible
-    from tickets.selectors import ticket_get, workflow_get
-
     groups: list[str] = []
     for slug in workflows:
         groups.append(workflow_group(workflow_get(slug=slug, actor=user).slug))
@@ -210,15 +209,11 @@ def _dashboard_subscription(user, workflows: list[str], tickets: list[str], agen
 
 @database_sync_to_async
 def _agent_for_token(raw_token: str):
-    from agents.selectors import agent_for_token
-
     return agent_for_token(raw_token=raw_token)
 
 
 @database_sync_to_async
 def _events_since(groups: list[str], since_id: int) -> list[dict]:
-    from omoi_site.events import events_since
-
     return events_since(groups=groups, since_id=since_id)
 
 

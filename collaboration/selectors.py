@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from django.db.models import Q
 
+from agents.models import SandboxRun
+from agents.selectors import agent_list
 from collaboration.models import Handoff, Message, MessageReceipt
 from omoi_site.domain import NotFound, parse_public_id
-from tickets.selectors import can_access_workflow
+from tasks.models import Discovery, Task, TaskEvent
+from tasks.payloads import discovery_payload
+from tasks.selectors import workflow_graph
+from tickets.models import Ticket, TicketEvent, Workflow
+from tickets.selectors import (
+    can_access_workflow,
+    phase_history,
+    ticket_blockers,
+    ticket_dependents,
+    ticket_history,
+    workflow_ids_for,
+)
 
 
 def inbox(*, agent, thread_id: str | None = None, limit: int = 50, unread_only: bool = False) -> list[tuple[Message, object]]:
@@ -46,16 +59,13 @@ def handoffs_for(*, agent, status: str | None = None) -> list[Handoff]:
     return list(queryset[:50])
 
 
-# --- dashboard read models (issue 7: live dashboards) -----------------------------------------------
+# --- dashboard read models -------------------------------------------------------------------------
 # Read-only queries behind the dashboard pages and the dashboard websocket; each is scoped by the
 # caller's visible workflows (tickets.selectors.workflow_ids_for: staff see all).
 
 
 def visible_workflow_slugs(*, actor) -> set[str] | None:
     """Slugs of the workflows the actor may see; None means every workflow (staff)."""
-    from tickets.models import Workflow
-    from tickets.selectors import workflow_ids_for
-
     allowed = workflow_ids_for(actor)
     if allowed is None:
         return None
@@ -65,9 +75,6 @@ def visible_workflow_slugs(*, actor) -> set[str] | None:
 def dashboard_workflows(*, actor) -> list:
     """The actor's workflows with per-status ticket counts (`status_counts`), blocked and agent counts."""
     from django.db.models import Count, Q
-
-    from tickets.models import Ticket, Workflow
-    from tickets.selectors import workflow_ids_for
 
     queryset = Workflow.objects.all()
     allowed = workflow_ids_for(actor)
@@ -92,9 +99,6 @@ def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
     """The workflow's recent activity, newest first, in the shape of live events:
     {"event", "at" (datetime), "ticket", "payload"} — messages, hand-offs, discoveries and ticket history."""
     from collaboration import payloads
-    from tasks.models import Discovery
-    from tasks.payloads import discovery_payload
-    from tickets.models import TicketEvent
 
     items: list[dict] = []
     for message in Message.objects.filter(workflow=workflow).exclude(
@@ -133,10 +137,6 @@ def workflow_agents_overview(*, workflow) -> list:
 
     from django.db.models import Max
 
-    from agents.models import SandboxRun
-    from agents.selectors import agent_list
-    from tasks.models import Task
-
     agents = list(agent_list(workflow_id=workflow.id).annotate(token_last_used=Max("tokens__last_used_at")).order_by("agent_id"))
     active = {}
     for task in Task.objects.filter(workflow=workflow, status__in=Task.ACTIVE_STATUSES).order_by("id"):
@@ -155,9 +155,6 @@ def workflow_agents_overview(*, workflow) -> list:
 
 def ticket_page(*, ticket) -> dict:
     """Everything the ticket dashboard page shows besides the ticket itself."""
-    from tasks.selectors import workflow_graph
-    from tickets.selectors import phase_history, ticket_blockers, ticket_dependents, ticket_history
-
     return {
         "history": ticket_history(ticket=ticket),
         "phases": phase_history(ticket=ticket),
@@ -167,3 +164,31 @@ def ticket_page(*, ticket) -> dict:
         "dependents": ticket_dependents(ticket=ticket),
         "graph": workflow_graph(ticket=ticket),
     }
+
+
+def task_timeline(*, task: Task) -> list[dict]:
+    """Everything that happened to a task, oldest first: its events, discoveries and hand-offs."""
+    entries = []
+    for event in TaskEvent.objects.filter(task=task).select_related("actor_agent", "actor_user"):
+        entries.append(
+            (event.created_at, event.id, {
+                "kind": "event", "event": event.event_type, "actor": event.actor_agent_id or (event.actor_user.get_username() if event.actor_user_id else None),
+                "old_status": event.old_status or None, "new_status": event.new_status or None, "details": event.details or None,
+            })
+        )
+    for discovery in Discovery.objects.filter(source_task=task):
+        entries.append(
+            (discovery.created_at, discovery.id, {
+                "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
+                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
+            })
+        )
+    for handoff in Handoff.objects.filter(task=task):
+        entries.append(
+            (handoff.created_at, handoff.id, {
+                "kind": "handoff", "handoff_id": handoff.public_id, "from": handoff.from_agent_id, "to": handoff.to_agent_id,
+                "status": handoff.status, "reason": handoff.reason,
+            })
+        )
+    entries.sort(key=lambda item: (item[0], item[1]))
+    return [{"at": at.isoformat(timespec="seconds"), **{k: v for k, v in body.items() if v is not None}} for at, _, body in entries]

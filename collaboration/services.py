@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.services import agent_event_record
 from collaboration import payloads, selectors
 from collaboration.models import Handoff, Message, MessageReceipt
 from omoi_site.domain import Conflict, DomainError, NotFound, PermissionDenied, require_choice, require_text
@@ -205,7 +206,6 @@ def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
     handoff.save(update_fields=["status", "responded_at", "response_note"])
     _system_message(handoff, agent, handoff.from_agent, Message.MessageType.HANDOFF_ACCEPTED,
                     f"Accepted hand-off {handoff.public_id} of {task.public_id}. {note}".strip())
-    from agents.services import agent_event_record
 
     agent_event_record(agent=agent, event_type="handoff_accepted", task=task, payload={"handoff_id": handoff.public_id})
     publish_on_commit("handoff.accepted", workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",

@@ -19,8 +19,10 @@ from agents.selectors import sandbox_run_list, workflow_usage
 from collaboration import selectors as collaboration_selectors
 from omoi_site.domain import DomainError
 from omoi_site.events import event_feed, latest_event_id
+from tasks import selectors as task_selectors
 from tickets import selectors as ticket_selectors
 from tickets.models import Ticket
+from tickets.search import similar_tickets
 
 BOARD_LIMIT = 500
 AGENT_EVENTS = ("agent.", "sandbox.", "task.", "handoff.")
@@ -102,6 +104,9 @@ def workflow_board(request, slug):
     activity = _feed(workflow=workflow.slug)
     return render(request, "dashboard/board.html", {
         "workflow": workflow, "columns": columns, "activity": activity, "total": total,
+        "at_risk": task_selectors.tickets_at_risk(workflow=workflow),
+        "patterns": _pattern_charts(task_selectors.discovery_patterns(workflow=workflow)),
+        "pattern_window": task_selectors.PATTERN_WINDOW,
         "assignees": sorted({t.assigned_agent_id for t in tickets if t.assigned_agent_id}),
         "priorities": Ticket.Priority.values, "ticket_types": Ticket.TicketType.values,
         "truncated": total > len(tickets), "nav": "board",
@@ -159,10 +164,28 @@ def _usage_chart(usage: dict) -> dict:
     return {**usage, "bars": bars, "width": CHART_WIDTH, "height": CHART_HEIGHT, "label_y": CHART_HEIGHT - 6, "burn": burn}
 
 
+PATTERN_BAR_WIDTH, PATTERN_BAR_GAP, PATTERN_HEIGHT = 12, 3, 30
+
+
+def _pattern_charts(patterns: list[dict]) -> list[dict]:
+    """Each pattern with the bars of its weekly counts (inline SVG, one scale for all patterns so their
+    bars compare)."""
+    peak = max((week["count"] for pattern in patterns for week in pattern["weeks"]), default=0) or 1
+    charted = []
+    for pattern in patterns:
+        bars = []
+        for index, week in enumerate(pattern["weeks"]):
+            height = round(week["count"] / peak * (PATTERN_HEIGHT - 2), 1) if week["count"] else 0
+            bars.append({**week, "x": index * (PATTERN_BAR_WIDTH + PATTERN_BAR_GAP), "height": max(height, 1),
+                         "y": round(PATTERN_HEIGHT - max(height, 1), 1), "empty": not week["count"]})
+        width = len(bars) * (PATTERN_BAR_WIDTH + PATTERN_BAR_GAP) - PATTERN_BAR_GAP
+        charted.append({**pattern, "bars": bars, "width": width, "height": PATTERN_HEIGHT, "bar_width": PATTERN_BAR_WIDTH,
+                        "label": ", ".join(f"week of {b['week']:%b} {b['week'].day}: {b['count']}" for b in bars)})
+    return charted
+
+
 def _similar(ticket) -> list[dict] | None:
     """Tickets close in meaning (None when the embedding provider is unavailable: the page says so)."""
-    from tickets.search import similar_tickets
-
     try:
         return similar_tickets(workflow_ids=[ticket.workflow_id], title=ticket.title, description=ticket.description,
                                exclude_ticket_id=ticket.pk, limit=5, threshold=0.3)

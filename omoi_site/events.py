@@ -6,7 +6,8 @@ only after the transaction commits (nothing is published if it rolls back). Grou
 `{"type": "omoi.event", "id": n, "event": "<name>", "workflow": slug, "ticket": id|None, "agents": [...],
 "payload": {...}, "at": iso8601}`. Consumers forward it to their sockets after filtering.
 
-`id` is monotonic: each event is also written as a `collaboration.EventRecord` row in the publishing
+`id` is monotonic: each event is also written as a row of the event log model (`settings.EVENT_LOG_MODEL`,
+`collaboration.EventRecord`; the kernel names no app) in the publishing
 transaction (so a rolled-back change leaves neither a row nor an event), and `events_since()` replays
 what a socket missed. Ids are allocated at insert time, so two transactions committing out of order can
 deliver a lower id after a higher one; clients keep the highest id seen and de-duplicate by id.
@@ -54,6 +55,14 @@ EVENT_NAMES = {
 _GROUP_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def event_log():
+    """The model that keeps the event log: `settings.EVENT_LOG_MODEL`, looked up like AUTH_USER_MODEL, so
+    this kernel module names no app (collaboration owns the table and its retention job)."""
+    from django.apps import apps
+
+    return apps.get_model(settings.EVENT_LOG_MODEL)
+
+
 def group_name(kind: str, key: str) -> str:
     """Channels group names allow only ASCII alphanumerics, hyphens, underscores and periods."""
     return f"{kind}.{_GROUP_SAFE.sub('_', str(key))}"[:99]
@@ -82,7 +91,7 @@ def publish_on_commit(
     """Queue one event for the workflow group, the ticket group (if any) and each listed agent's group."""
     if event not in EVENT_NAMES:
         raise ValueError(f"unknown event name {event}")
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     message = {
         "type": "omoi.event",
@@ -157,7 +166,7 @@ def event_sentence(event: str, ticket: str | None, payload: dict) -> str:
 def event_feed(*, workflow: str | None = None, ticket: str | None = None, events: tuple[str, ...] = (), limit: int = 60) -> list[dict]:
     """The newest events of a workflow (or of one ticket) as the envelopes sockets carry, newest first:
     the feed's first render, so a reload shows exactly what was shown live."""
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     rows = EventRecord.objects.all()
     if workflow:
@@ -181,7 +190,7 @@ RELAY_CHANNEL = "omoi_events"
 def events_since(*, groups: list[str], since_id: int, limit: int = REPLAY_LIMIT) -> list[dict]:
     """The envelopes of events after `since_id` that went to any of `groups`, oldest first (at most
     `limit`; a client further behind reloads the page)."""
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     rows = EventRecord.objects.filter(id__gt=since_id, groups__overlap=list(groups)).order_by("id")[:limit]
     return [{**row.envelope, "id": row.id} for row in rows.only("id", "envelope")]
@@ -189,7 +198,7 @@ def events_since(*, groups: list[str], since_id: int, limit: int = REPLAY_LIMIT)
 
 def latest_event_id() -> int:
     """The highest event id so far (0 when none): a page rendered now continues from here."""
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     return EventRecord.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
@@ -344,7 +353,7 @@ class EventRelay:
 
 
 def _records_after(last_id: int) -> list[tuple[int, list[str], dict]]:
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     try:
         return list(EventRecord.objects.filter(id__gt=last_id).order_by("id").values_list("id", "groups", "envelope")[:500])
@@ -353,7 +362,7 @@ def _records_after(last_id: int) -> list[tuple[int, list[str], dict]]:
 
 
 def _records_with_ids(ids: list[int]) -> list[tuple[int, list[str], dict]]:
-    from collaboration.models import EventRecord
+    EventRecord = event_log()  # noqa: N806
 
     try:
         return list(EventRecord.objects.filter(id__in=ids).order_by("id").values_list("id", "groups", "envelope"))

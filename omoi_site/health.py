@@ -10,6 +10,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
+from agents.selectors import worker_heartbeat_age_seconds
+
 
 def _database_status() -> tuple[str, str | None]:
     try:
@@ -41,8 +43,6 @@ def _channel_layer_status() -> str:
 
 
 def _worker_status() -> dict:
-    from agents.selectors import worker_heartbeat_age_seconds
-
     age = worker_heartbeat_age_seconds()
     stale_after = settings.MAINTENANCE_INTERVAL_SECONDS * settings.WORKER_STALE_AFTER_INTERVALS
     if age is None:

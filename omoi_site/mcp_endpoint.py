@@ -1,4 +1,5 @@
-"""The MCP door: tool registry, argument validation, identity, error mapping and the `/mcp/` view.
+"""The MCP door: tool registry, argument validation, identity and error mapping (the transport and the `/mcp/`
+view are in `omoi_site.mcp_transport`).
 
 Each app's `mcp.py` declares plain sync functions with `@mcp_tool`. Their signatures (typed with
 pydantic `Annotated[..., Field(...)]`) become strict argument models (unknown arguments rejected) and
@@ -28,13 +29,11 @@ from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
-from django.http import HttpResponse
-from django.views.decorators.csrf import csrf_exempt
 from mcp import types as mcp_types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
-from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from agents.models import IdempotencyRecord
 from omoi_site.domain import DomainError
 
 logger = logging.getLogger(__name__)
@@ -366,8 +365,6 @@ def _internal_error(tool: ToolSpec) -> tuple[bool, str]:
 
 
 def _run_idempotent(tool: ToolSpec, caller, key: str, values: dict) -> Any:
-    from agents.models import IdempotencyRecord
-
     existing = IdempotencyRecord.objects.filter(agent=caller, key=key).first()
     if existing is not None:
         return _replayed(tool, existing)
@@ -423,39 +420,6 @@ SERVER_INSTRUCTIONS = (
 omoi_mcp_server = OmoiMCP(name="OmoiOS", instructions=SERVER_INSTRUCTIONS, stateless=True)
 
 
-class OmoiMCPView(MCPServerStreamableHttpView):
-    """django-mcp-server's view class bound to our server object, answered by our transport: `as_view()`
-    returns one async Django view that hands the request to `omoi_site.mcp_transport.handle`.
-
-    Under ASGI, `omoi_site.asgi` routes `/mcp` to the transport before Django's handler (no middleware,
-    no extra thread hops); this view serves the same answers under WSGI and Django's test client."""
-
-    mcp_server = omoi_mcp_server
-
-    @classmethod
-    def as_view(cls, **initkwargs):
-        from omoi_site import mcp_transport
-
-        async def view(request):
-            headers = {name.lower(): value for name, value in request.headers.items()}
-            body = request.body if len(request.body) <= mcp_transport.MAX_BODY_BYTES else None
-            if body is None:
-                reply = mcp_transport._too_large()
-            else:
-                reply = await mcp_transport.handle(request.method, headers, body, request.META.get("REMOTE_ADDR", ""))
-            status, response_headers, content = mcp_transport._finish(reply, headers.get("accept"))
-            response = HttpResponse(content, status=status)
-            for name, value in response_headers:
-                if name != b"content-length":
-                    response[name.decode()] = value.decode()
-            return response
-
-        return csrf_exempt(view)
-
-
-mcp_view = OmoiMCPView.as_view()
-
-
 # --- shared argument types and the identity rule (used by every app's mcp.py) ------------------------
 
 WorkflowSlug = Annotated[str, Field(min_length=1, max_length=100)]
@@ -477,5 +441,3 @@ def act_as(caller, agent_id: str | None, *, argument: str = "agent_id") -> None:
             f"{argument} '{agent_id}' is not you: your token belongs to '{caller.agent_id}'. "
             f"Omit {argument} or pass {argument}='{caller.agent_id}'."
         )
-
-

@@ -38,11 +38,17 @@ from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from mcp import types as mcp_types
 from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
+from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import ValidationError
 
+from agents.selectors import agent_for_token
+from agents.services import agent_token_mark_used
 from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable
+from omoi_site.mcp_endpoint import SERVER_INSTRUCTIONS, call_tool_sync, load_tools, omoi_mcp_server
 
 logger = logging.getLogger(__name__)
 
@@ -249,9 +255,6 @@ def cached_agent(raw_token: str):
 
 def authenticate(raw_token: str):
     """The token's agent (database lookup, in a worker thread). Raises Refusal(401) for a dead token."""
-    from agents.selectors import agent_for_token
-    from agents.services import agent_token_mark_used
-
     agent = agent_for_token(raw_token=raw_token)
     if agent is not None:
         agent_token_mark_used(raw_token=raw_token)  # "last seen" on the agents page; one write a minute at most
@@ -351,7 +354,6 @@ def _identify(raw_token: str, client: str, agent):
 
 
 def _call_tool_in_thread(raw_token: str, client: str, agent, name: str, arguments: Any):
-    from omoi_site.mcp_endpoint import call_tool_sync
 
     agent = _identify(raw_token, client, agent)
     return call_tool_sync(agent, name, arguments)
@@ -395,7 +397,6 @@ def tools_list_result() -> bytes:
     """tools/list's result, built from the server object's registered handler once per process."""
     global _tools_list_result
     if _tools_list_result is None:
-        from omoi_site.mcp_endpoint import load_tools
 
         tools = [spec.as_mcp_tool() for spec in load_tools().values()]
         result = mcp_types.ListToolsResult(tools=tools)
@@ -407,7 +408,6 @@ def initialize_result(requested: str) -> bytes:
     version = requested if requested in SUPPORTED_PROTOCOL_VERSIONS else mcp_types.LATEST_PROTOCOL_VERSION
     cached = _initialize_results.get(version)
     if cached is None:
-        from omoi_site.mcp_endpoint import SERVER_INSTRUCTIONS
 
         result = mcp_types.InitializeResult(
             protocolVersion=version,
@@ -604,3 +604,34 @@ def with_mcp(django_application, paths: tuple[str, ...] = ("/mcp", "/mcp/")):
             await django_application(scope, receive, send)
 
     return application
+
+
+class OmoiMCPView(MCPServerStreamableHttpView):
+    """django-mcp-server's view class bound to our server object, answered by our transport: `as_view()`
+    returns one async Django view that hands the request to `omoi_site.mcp_transport.handle`.
+
+    Under ASGI, `omoi_site.asgi` routes `/mcp` to the transport before Django's handler (no middleware,
+    no extra thread hops); this view serves the same answers under WSGI and Django's test client."""
+
+    mcp_server = omoi_mcp_server
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        async def view(request):
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            body = request.body if len(request.body) <= MAX_BODY_BYTES else None
+            if body is None:
+                reply = _too_large()
+            else:
+                reply = await handle(request.method, headers, body, request.META.get("REMOTE_ADDR", ""))
+            status, response_headers, content = _finish(reply, headers.get("accept"))
+            response = HttpResponse(content, status=status)
+            for name, value in response_headers:
+                if name != b"content-length":
+                    response[name.decode()] = value.decode()
+            return response
+
+        return csrf_exempt(view)
+
+
+mcp_view = OmoiMCPView.as_view()

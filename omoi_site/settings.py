@@ -182,6 +182,8 @@ else:
     # so events the background worker publishes reach the dashboards too (omoi_site.events.EventRelay).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CHANNEL_LAYER_KIND = "in-memory"
+# The model of the event log (replays, catch-up, the relay above); omoi_site.events looks it up by this name.
+EVENT_LOG_MODEL = "collaboration.EventRecord"
 
 # --- background work: Django's Tasks API on the database backend -------------------------------------
 TASKS = {"default": {"BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"), "QUEUES": ["default"]}}

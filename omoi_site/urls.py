@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from omoi_site.health import healthz
-from omoi_site.mcp_endpoint import mcp_view
+from omoi_site.mcp_transport import mcp_view
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

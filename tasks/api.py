@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from collaboration import selectors as collaboration_selectors
 from omoi_site.api_support import (
     ApiView,
     BoundedJSONObjectField,
@@ -364,7 +365,7 @@ class TaskTimelineView(ApiView):
     )
     def get(self, request, task_id):
         task = selectors.task_get(task_id=task_id, actor=request.user)
-        return Response({"task_id": task.public_id, "timeline": selectors.task_timeline(task=task)})
+        return Response({"task_id": task.public_id, "timeline": collaboration_selectors.task_timeline(task=task)})
 
 
 class DiscoveriesByTypeView(ApiView):
@@ -396,7 +397,7 @@ class TicketGraphView(ApiView):
         return Response(selectors.workflow_graph(ticket=ticket))
 
 
-# --- blocker prediction (issue 17) -------------------------------------------------------------------------
+# --- blocker prediction -----------------------------------------------------------------------------------
 
 
 class TicketRiskSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""Blocker prediction: learn from past discoveries and dependencies what will block a ticket (issue 17).
+"""Blocker prediction: learn from past discoveries and dependencies what will block a ticket.
 
 What is predicted, as of a moment t0 (a ticket's creation, or when someone asks): `p_blocked`, the chance
 that the ticket becomes blocked before it is done — it gains a blocker (a dependency added after it was
@@ -42,12 +42,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.tasks import task
 from django.utils import timezone
 
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, PermissionDenied
 from tasks.models import BlockerModel, BlockerPrediction, Discovery, Task
 from tickets.embeddings import EmbeddingError, embed_query, get_embedding_provider, ticket_embedding_text
 from tickets.models import Phase, Ticket, TicketDependency
+from tickets.selectors import workflow_ids_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ BAND_ABOVE_BASE = 1.25
 PRIOR_RULE_SIMILARITY = 0.6
 RRF_K = 60
 SIMILAR_LIMIT = 5
+TRAINING_LOCK = 1_702_017  # pg advisory lock key: serialises blocker_model_train
+RETRAIN_PERMISSION = "tasks.retrain_blockermodel"
 SUMMARY_LENGTH = 160
 
 TICKET_TABLE = Ticket._meta.db_table
@@ -384,7 +388,56 @@ def score(features: Features, model: BlockerModel | None) -> tuple[str, float | 
 
 def active_model() -> BlockerModel | None:
     """The newest trained model (shared by every workflow; its features carry the workflow's own prior)."""
-    return BlockerModel.objects.filter(workflow__isnull=True).order_by("-created_at", "-id").first()
+    return _shared_models().first()
+
+
+def _shared_models():
+    return BlockerModel.objects.filter(workflow__isnull=True).order_by("-created_at", "-id")
+
+
+def blocker_model_list(*, actor):
+    """Trained models the actor may see (the shared ones, and those of the actor's workflows), newest
+    first, each annotated `active_id`: the pk of the model serving predictions now (see active_model)."""
+    from django.db.models import Q, Subquery
+
+    queryset = BlockerModel.objects.select_related("workflow").annotate(active_id=Subquery(_shared_models().values("pk")[:1]))
+    allowed = workflow_ids_for(actor)
+    if allowed is not None:
+        queryset = queryset.filter(Q(workflow__isnull=True) | Q(workflow__in=allowed))
+    return queryset.order_by("-created_at", "-id")
+
+
+def blocker_model_retrain_refusal(*, actor) -> str | None:
+    """Why this actor may not retrain the blocker model (None: they may). The shared model is retrained by
+    a superuser, or by a staff user holding tasks.retrain_blockermodel who is not limited to workflows
+    (the model serves every workflow)."""
+    if getattr(actor, "is_superuser", False):
+        return None
+    if not getattr(actor, "is_staff", False) or not actor.has_perm(RETRAIN_PERMISSION):
+        return ("Retraining the blocker model needs the permission “Can retrain the blocker model” "
+                f"({RETRAIN_PERMISSION}) or a superuser; ask an administrator to grant it.")
+    if workflow_ids_for(actor) is not None:
+        return ("The blocker model is shared by every workflow and your staff account is limited to some of them; "
+                "ask a superuser or an unrestricted staff user to retrain it.")
+    return None
+
+
+def blocker_model_retrain_request(*, actor) -> None:
+    """Queue a retraining of the shared blocker model (the job `train_blocker_model_now`, which
+    runs blocker_model_train: idempotent, so unchanged data keeps the current model). Refused with
+    PermissionDenied, nothing queued, for an actor blocker_model_retrain_refusal names a reason for."""
+    refusal = blocker_model_retrain_refusal(actor=actor)
+    if refusal is not None:
+        raise PermissionDenied(f"Nothing was queued: {refusal}")
+    transaction.on_commit(train_blocker_model_now.enqueue)
+
+
+@task
+def train_blocker_model_now() -> str:
+    """Background job: train the blocker model now (queued by the admin's "Retrain now"); unchanged training
+    data returns the existing model. Returns the version serving afterwards."""
+    model, _ = blocker_model_train()
+    return model.version
 
 
 def _likely_types(votes: dict[str, float]) -> list[dict]:
@@ -569,15 +622,21 @@ def blocker_predictions_grade(*, ticket: Ticket | None = None, now: datetime | N
         return cursor.rowcount
 
 
-def ledger_metrics(*, shown: bool | None = None) -> dict:
-    """Metrics of graded creation-time predictions from the ledger (never re-scored)."""
+def ledger_metrics(*, shown: bool | None = None, workflow_ids: set[int] | None = None) -> dict:
+    """Metrics of graded creation-time predictions from the ledger (never re-scored), of every workflow
+    or of `workflow_ids`."""
     rows = BlockerPrediction.objects.filter(graded_at__isnull=False, moment=BlockerPrediction.Moment.CREATED)
     if shown is not None:
         rows = rows.filter(shown=shown)
+    if workflow_ids is not None:
+        rows = rows.filter(ticket__workflow_id__in=workflow_ids)
     pairs = [(p, bool(y)) for p, y in rows.values_list("p_blocked", "outcome_blocked") if p is not None]
     result = {"graded": len(pairs), "positives": sum(y for _, y in pairs)}
     if pairs:
+        scores, labels = [p for p, _ in pairs], [y for _, y in pairs]
         result["brier"] = round(sum((p - y) ** 2 for p, y in pairs) / len(pairs), 4)
+        result["ece"] = round(expected_calibration_error(scores, labels), 4)
+        result["roc_auc"] = _auc(scores, labels)
     return result
 
 
@@ -612,11 +671,15 @@ def schedule_discovery_embedding(discovery_id: int) -> None:
             except Exception:
                 logger.exception("embedding discovery %s failed; train_blocker_model backfills it", discovery_id)
         else:
-            from tasks.tasks import embed_discovery
-
             embed_discovery.enqueue(discovery_id)
 
     transaction.on_commit(run, robust=True)
+
+
+@task
+def embed_discovery(discovery_id: int) -> int:
+    """Background job: embed one discovery (for similar-discovery search and blocker prediction)."""
+    return discovery_embeddings_refresh(discovery_ids=[discovery_id])
 
 
 def discoveries_similar(*, workflow, query: str, discovery_type: str | None = None, limit: int = 10) -> list[dict]:
@@ -811,11 +874,30 @@ def walk_forward(examples: list[Example], *, folds: int = 3) -> dict:
     def brier(scores):
         return sum((s - y) ** 2 for s, y in zip(scores, labels, strict=True)) / len(labels)
 
+    def tier_metrics(scores):
+        return {"roc_auc": _auc(scores, labels), "brier": round(brier(scores), 5),
+                "ece": round(expected_calibration_error(scores, labels), 5)}
+
     return {
         "windows": folds, "predicted": len(labels), "positives": sum(labels),
-        "knn": {"roc_auc": _auc(knn_scores, labels), "brier": round(brier(knn_scores), 5)},
-        "lr": {"roc_auc": _auc(lr_scores, labels), "brier": round(brier(lr_scores), 5)},
+        "knn": tier_metrics(knn_scores),
+        "lr": tier_metrics(lr_scores),
     }
+
+
+def expected_calibration_error(scores: list[float], labels: list[bool], *, bins: int = 10) -> float:
+    """Mean |predicted − observed| over equal-width probability bins, weighted by the bin's share."""
+    if not scores:
+        return 0.0
+    error = 0.0
+    for index in range(bins):
+        lo, hi = index / bins, (index + 1) / bins
+        members = [i for i, s in enumerate(scores) if lo <= s < hi or (index == bins - 1 and s == hi)]
+        if members:
+            predicted = sum(scores[i] for i in members) / len(members)
+            observed = sum(labels[i] for i in members) / len(members)
+            error += len(members) / len(scores) * abs(predicted - observed)
+    return error
 
 
 def _fingerprint(examples: list[Example]) -> str:
@@ -829,6 +911,8 @@ def blocker_model_train(*, as_of: datetime | None = None) -> tuple[BlockerModel,
     by walk-forward evaluation: lr only when it beats knn on both ROC-AUC and Brier). Idempotent: the
     same finished tickets and labels give the same fingerprint, and the existing row is returned
     (created False). Also backfills missing discovery embeddings and grades the ledger first."""
+    with connection.cursor() as cursor:  # one training at a time (the hourly job, the admin's button)
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [TRAINING_LOCK])
     discovery_embeddings_refresh()
     blocker_predictions_grade()
     examples = training_examples(as_of=as_of)

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from collaboration import selectors as collaboration_selectors
 from omoi_site.mcp_endpoint import ActingAgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
 from tasks import blockers, payloads, selectors, services
 from tickets.selectors import ticket_get, workflow_get
@@ -100,7 +101,7 @@ def get_workflow_graph(caller, ticket_id: TicketId) -> dict:
 def get_task_timeline(caller, task_id: TaskId) -> dict:
     """Everything that happened to a task, oldest first: status changes, claims, discoveries, hand-offs."""
     task = selectors.task_get(task_id=task_id, actor=caller)
-    return {"task_id": task.public_id, "timeline": selectors.task_timeline(task=task)}
+    return {"task_id": task.public_id, "timeline": collaboration_selectors.task_timeline(task=task)}
 
 
 @mcp_tool(read_only=True)

@@ -224,6 +224,7 @@ class BlockerModel(models.Model):
                 fields=["training_fingerprint"], name="blocker_model_fingerprint_unique"
             ),
         ]
+        permissions = [("retrain_blockermodel", "Can retrain the blocker model")]
 
     def __str__(self) -> str:
         return self.version
@@ -231,6 +232,12 @@ class BlockerModel(models.Model):
     @property
     def version(self) -> str:
         return f"{self.tier}-{self.pk}"
+
+    @property
+    def served_metrics(self) -> dict:
+        """The walk-forward metrics (roc_auc, brier, ece) of this model's own tier; empty when training
+        had too few examples to evaluate."""
+        return self.metrics.get("walk_forward", {}).get(self.tier, {}) if isinstance(self.metrics, dict) else {}
 
 
 class BlockerPrediction(models.Model):
@@ -270,3 +277,9 @@ class BlockerPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"TKT-{self.ticket_id} {self.moment} {self.model_version}"
+
+    @property
+    def is_revealable(self) -> bool:
+        """Whether its figures may be displayed: a shown prediction, or a held-back one whose ticket has
+        finished and been graded (showing it can no longer change the outcome it is measured on)."""
+        return self.shown or self.graded_at is not None

@@ -1,9 +1,10 @@
-"""Read-side queries on tasks: lookup with access checks, discoveries, timeline, workflow graph."""
+"""Read-side queries on tasks: lookup with access checks, discoveries, workflow graph."""
 
 from __future__ import annotations
 
 from omoi_site.domain import DomainError, NotFound, parse_public_id
-from tasks.models import Discovery, Task, TaskEvent
+from tasks.models import Discovery, Task
+from tickets.models import Ticket
 from tickets.selectors import can_access_workflow, workflow_ids_for
 
 
@@ -41,36 +42,6 @@ def discoveries_by_type(*, actor, discovery_type: str, limit: int = 50) -> list[
     return list(queryset[:limit])
 
 
-def task_timeline(*, task: Task) -> list[dict]:
-    """Everything that happened to a task, oldest first: its events, discoveries and hand-offs."""
-    from collaboration.models import Handoff
-
-    entries = []
-    for event in TaskEvent.objects.filter(task=task).select_related("actor_agent", "actor_user"):
-        entries.append(
-            (event.created_at, event.id, {
-                "kind": "event", "event": event.event_type, "actor": event.actor_agent_id or (event.actor_user.get_username() if event.actor_user_id else None),
-                "old_status": event.old_status or None, "new_status": event.new_status or None, "details": event.details or None,
-            })
-        )
-    for discovery in Discovery.objects.filter(source_task=task):
-        entries.append(
-            (discovery.created_at, discovery.id, {
-                "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
-                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
-            })
-        )
-    for handoff in Handoff.objects.filter(task=task):
-        entries.append(
-            (handoff.created_at, handoff.id, {
-                "kind": "handoff", "handoff_id": handoff.public_id, "from": handoff.from_agent_id, "to": handoff.to_agent_id,
-                "status": handoff.status, "reason": handoff.reason,
-            })
-        )
-    entries.sort(key=lambda item: (item[0], item[1]))
-    return [{"at": at.isoformat(timespec="seconds"), **{k: v for k, v in body.items() if v is not None}} for at, _, body in entries]
-
-
 def workflow_graph(*, ticket) -> dict:
     """Nodes = the ticket's tasks; edges = task dependencies AND discovery spawns."""
     tasks = list(Task.objects.filter(ticket=ticket).order_by("id"))
@@ -102,7 +73,7 @@ def workflow_graph(*, ticket) -> dict:
     }
 
 
-# --- REST API list (issue 8: added by the REST door's author; reviewed by the lead) ---------------------
+# --- filtered, sorted lists for the REST door --------------------------------------------------------
 
 
 def task_list(*, actor, workflow=None, ticket=None, status: str | None = None, task_type: str | None = None):
@@ -124,3 +95,117 @@ def task_list(*, actor, workflow=None, ticket=None, status: str | None = None, t
     if task_type:
         queryset = queryset.filter(task_type=task_type)
     return queryset
+
+
+def related_tasks_public_ids(*, actor, workflow, task_ids) -> list[str]:
+    """The public ids of `task_ids` (each 'TSK-n'), each checked to be a task of `workflow` the actor may see.
+    Answers tickets' `related_tasks_resolve` hook when a ticket is created with related tasks."""
+    public_ids = []
+    for task_id in dict.fromkeys(task_ids):
+        task = task_get(task_id=task_id, actor=actor, argument="related_task_ids")
+        if task.workflow_id != workflow.id:
+            raise DomainError(f"related_task_ids: {task.public_id} belongs to another workflow.")
+        public_ids.append(task.public_id)
+    return public_ids
+
+
+# --- dashboard read models of blocker risk and discovery patterns ---------------------------------
+
+AT_RISK_LIMIT = 5
+PATTERN_WINDOW = 500  # newest discoveries clustered
+PATTERN_SIMILARITY = 0.55  # cosine to a cluster's centroid (MiniLM: paraphrases ≈0.55-0.85, unrelated < 0.45)
+PATTERN_WEEKS = 8
+PATTERN_LIMIT = 6
+
+
+def tickets_at_risk(*, workflow, limit: int = AT_RISK_LIMIT) -> list[dict]:
+    """Open tickets of the workflow most worth unblocking early: p_blocked of the risk get_ticket shows
+    (the latest prediction; none for a shadow-holdout ticket or a prior-tier one without p) times
+    (1 + the open tickets it blocks). Best first; ties by p, then the older ticket."""
+    from django.db.models import Count, OuterRef, Q, Subquery
+
+    from tasks.models import BlockerPrediction
+
+    latest = BlockerPrediction.objects.filter(ticket=OuterRef("pk")).order_by("-id")
+    rows = (
+        Ticket.objects.filter(workflow=workflow).exclude(status=Ticket.Status.DONE)
+        .annotate(risk_shown=Subquery(latest.values("shown")[:1]), risk_p=Subquery(latest.values("p_blocked")[:1]),
+                  risk_band=Subquery(latest.values("band")[:1]),
+                  open_dependents=Count("blocking_links", filter=~Q(blocking_links__ticket__status=Ticket.Status.DONE)))
+        .filter(risk_shown=True, risk_p__isnull=False)
+        .values("id", "title", "status", "is_blocked", "risk_p", "risk_band", "open_dependents")
+    )
+    ranked = sorted(rows, key=lambda r: (-r["risk_p"] * (1 + r["open_dependents"]), -r["risk_p"], r["id"]))[:limit]
+    return [
+        {"ticket_id": f"{Ticket.PUBLIC_PREFIX}-{r['id']}", "title": r["title"], "status": r["status"], "is_blocked": r["is_blocked"],
+         "p_blocked": r["risk_p"], "band": r["risk_band"], "dependents": r["open_dependents"],
+         "score": round(r["risk_p"] * (1 + r["open_dependents"]), 3)}
+        for r in ranked
+    ]
+
+
+def discovery_patterns(*, workflow, window: int = PATTERN_WINDOW, similarity: float = PATTERN_SIMILARITY,
+                       weeks: int = PATTERN_WEEKS, limit: int = PATTERN_LIMIT, now=None) -> list[dict]:
+    """Recurring discovery patterns: the workflow's newest `window` embedded discoveries, clustered
+    greedily in the order they were recorded (each joins the cluster whose centroid is most similar, at
+    least `similarity`, else starts one). Clusters of two or more, largest first, each with its count,
+    leading discovery type, a representative summary (the member nearest the centroid), its latest
+    tickets, when it was last seen and counts per week for the last `weeks` weeks (oldest first)."""
+    from datetime import timedelta
+
+    import numpy as np
+    from django.utils import timezone
+
+    rows = list(
+        Discovery.objects.filter(source_task__workflow=workflow, embedding__isnull=False)
+        .order_by("-created_at", "-id").values_list("id", "discovery_type", "description", "created_at", "source_task__ticket_id",
+                                                     "embedding")[:window]
+    )[::-1]
+    if not rows:
+        return []
+    vectors = np.array([row[5] for row in rows], dtype=float)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sums: list[np.ndarray] = []
+    members: list[list[int]] = []
+    for index, vector in enumerate(vectors):
+        if sums:
+            centroids = np.array(sums)
+            scores = centroids @ vector / np.linalg.norm(centroids, axis=1)
+            best = int(np.argmax(scores))
+            if scores[best] >= similarity:
+                sums[best] = sums[best] + vector
+                members[best].append(index)
+                continue
+        sums.append(vector.copy())
+        members.append([index])
+
+    today = timezone.localdate(now or timezone.now())
+    this_week = today - timedelta(days=today.weekday())
+    week_starts = [this_week - timedelta(weeks=weeks - 1 - i) for i in range(weeks)]
+    patterns = []
+    for total, indexes in zip(sums, members, strict=True):
+        if len(indexes) < 2:
+            continue
+        centroid = total / np.linalg.norm(total)
+        representative = rows[max(indexes, key=lambda i: float(vectors[i] @ centroid))]
+        kinds: dict[str, int] = {}
+        per_week = dict.fromkeys(week_starts, 0)
+        for i in indexes:
+            kinds[rows[i][1]] = kinds.get(rows[i][1], 0) + 1
+            day = timezone.localdate(rows[i][3])
+            start = day - timedelta(days=day.weekday())
+            if start in per_week:
+                per_week[start] += 1
+        tickets = list(dict.fromkeys(f"{Ticket.PUBLIC_PREFIX}-{rows[i][4]}" for i in reversed(indexes)))
+        summary = " ".join(representative[2].split())
+        patterns.append({
+            "count": len(indexes),
+            "discovery_type": max(kinds.items(), key=lambda item: (item[1], item[0]))[0],
+            "summary": summary if len(summary) <= 140 else summary[:139].rsplit(" ", 1)[0] + "…",
+            "tickets": tickets[:3],
+            "ticket_count": len(tickets),
+            "last_seen": rows[indexes[-1]][3],
+            "weeks": [{"week": start, "count": n} for start, n in per_week.items()],
+        })
+    patterns.sort(key=lambda p: (-p["count"], -p["last_seen"].timestamp()))
+    return patterns[:limit]

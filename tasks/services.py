@@ -14,6 +14,8 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from agents.models import Agent
+from agents.services import agent_event_record
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -24,7 +26,7 @@ from omoi_site.domain import (
     require_text,
 )
 from omoi_site.events import publish_on_commit
-from tasks import payloads, selectors
+from tasks import hooks, payloads, selectors
 from tasks.models import Discovery, Task, TaskEvent
 from tickets import selectors as ticket_selectors
 from tickets.models import Phase, Ticket
@@ -43,8 +45,6 @@ def _record(task: Task, actor, event_type: str, *, old_status: str = "", new_sta
 
 def _trajectory(actor, event_type: str, task: Task, payload: dict | None = None) -> None:
     if is_agent(actor):
-        from agents.services import agent_event_record
-
         agent_event_record(agent=actor, event_type=event_type, task=task, ticket_id=task.ticket_id, payload=payload)
 
 
@@ -62,9 +62,7 @@ def _boost(priority: str) -> str:
 
 
 def _lapse_handoffs(task: Task, reason: str) -> None:
-    from collaboration.services import handoffs_expire_for_task
-
-    handoffs_expire_for_task(task_id=task.pk, reason=reason)
+    hooks.task_lost_holder.send(task_id=task.pk, reason=reason)
 
 
 def lease_seconds() -> int:
@@ -269,7 +267,6 @@ def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
     require_holder(task, agent, fencing_token, action="renew the lease", live_lease=True)
     task.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     task.save(update_fields=["lease_expires_at", "updated_at"])
-    from agents.models import Agent
 
     Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
     return task

@@ -1,9 +1,9 @@
 """Every admin page opens: with a seeded, realistic pair of workflows (near-duplicate tickets with real
-embeddings, blockers, tasks, discoveries, hand-offs, messages, sandbox runs, comments, commits) a staff
-superuser opens every changelist, every add page, the change page of every object, the cockpit's
-confirmation pages and every dashboard page — no response ≥ 500. A non-superuser staff user limited to
-one workflow (auth group `workflow:<slug>`) gets no 5xx either, and sees and opens nothing of the other
-workflow."""
+embeddings, blockers, tasks, discoveries, hand-offs, messages, sandbox runs, comments, commits, blocker
+predictions; a trained blocker model) a staff superuser opens every changelist, every add page, the change
+page of every object, the cockpit's confirmation pages and every dashboard page — no response ≥ 500. A
+non-superuser staff user limited to one workflow (auth group `workflow:<slug>`) gets no 5xx either, and
+sees and opens nothing of the other workflow."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db
 def _seed_workflow(workflow, make_agent, prefix: str) -> dict:
     from agents.launcher import launch_worker
     from collaboration.services import handoff_request, message_broadcast, message_send
+    from tasks.blockers import blocker_prediction_record
     from tasks.services import task_claim_next, task_create, task_update_status
     from tickets.embeddings import ticket_embeddings_refresh_batch
     from tickets.services import comment_add, commit_link, dependency_add, ticket_change_status, ticket_create
@@ -50,12 +51,18 @@ def _seed_workflow(workflow, make_agent, prefix: str) -> dict:
     task_update_status(actor=specialist, task_id=failed.pk, status="failed", error_message="Traceback: KeyError 'basket'")
     run = launch_worker(actor=specialist, template="implementer", ticket=other, enqueue=False)
     ticket_embeddings_refresh_batch(ticket_ids=[login.pk, near_duplicate.pk, release.pk, other.pk])
+    for ticket in (login, near_duplicate, release, other):
+        blocker_prediction_record(ticket=ticket)
     return {"login": login, "near_duplicate": near_duplicate, "release": release, "run": run, "task": investigation}
 
 
 @pytest.fixture
 def seeded(workflow, other_workflow, make_agent):
-    return {"mine": _seed_workflow(workflow, make_agent, "a"), "theirs": _seed_workflow(other_workflow, make_agent, "b")}
+    from tasks.blockers import blocker_model_train
+
+    seeded = {"mine": _seed_workflow(workflow, make_agent, "a"), "theirs": _seed_workflow(other_workflow, make_agent, "b")}
+    blocker_model_train()  # a shared blocker model for the models page
+    return seeded
 
 
 def _admin_pages():

@@ -7,9 +7,9 @@ from django.utils import timezone
 
 
 def test_lease_reaper_job_returns_expired_tasks_to_the_queue(transactional_db, workflow, make_agent):
+    from tasks.jobs import reap_expired_leases
     from tasks.models import Task, TaskEvent
     from tasks.services import task_claim_next, task_create
-    from tasks.tasks import reap_expired_leases
     from tickets.services import ticket_create
 
     agent = make_agent("sleepy", workflow)[0]
@@ -32,9 +32,9 @@ def test_lease_reaper_job_returns_expired_tasks_to_the_queue(transactional_db, w
 
 
 def test_stale_handoffs_expire(transactional_db, workflow, make_agent):
+    from collaboration.jobs import expire_stale_handoffs
     from collaboration.models import Handoff
     from collaboration.services import handoff_request
-    from collaboration.tasks import expire_stale_handoffs
     from tasks.services import task_claim_next, task_create
     from tickets.services import ticket_create
 
@@ -53,8 +53,8 @@ def test_stale_handoffs_expire(transactional_db, workflow, make_agent):
 def test_old_event_records_are_pruned_and_recent_ones_still_replay(transactional_db, workflow, settings):
     from django.db import transaction
 
+    from collaboration.jobs import prune_event_records
     from collaboration.models import EventRecord
-    from collaboration.tasks import prune_event_records
     from omoi_site.events import events_since, publish_on_commit, workflow_group
 
     settings.EVENT_RETENTION_DAYS = 30

@@ -308,8 +308,8 @@ def test_predict_blockers_is_fresh_each_time_while_the_creation_forecast_stays(a
 
 
 def test_the_retrain_job_trains_when_due_and_is_a_no_op_otherwise(agent, workflow, settings):
+    from tasks.jobs import retrain_blocker_model
     from tasks.models import BlockerModel
-    from tasks.tasks import retrain_blocker_model
 
     _history(agent[0], workflow)
     settings.BLOCKER_RETRAIN_AFTER_FINISHED = 5
@@ -338,3 +338,266 @@ def test_rest_similar_discoveries_and_risk(agent, workflow, settings):
     assert client.get(f"/api/tickets/{ticket_id}", **headers).json()["risk"] == risk
     fresh = client.get(f"/api/tickets/{ticket_id}/risk", **headers).json()
     assert fresh["ticket_id"] == ticket_id and fresh["risk"]["likely_blocker_types"][0]["type"] == "missing_requirement"
+
+
+# ------------------------------------------------------------------------------------------- admin
+
+
+def _history_blocked_by_credentials_tickets(agent, workflow):
+    """Payment tickets that, some while after they were filed, became blocked by a 'provision the payment
+    credentials' ticket; an open ticket of that kind waits now."""
+    from datetime import timedelta
+
+    from tickets.models import Ticket
+    from tickets.services import dependency_add, ticket_create, ticket_resolve
+
+    for shop in ("Stripe", "Adyen", "Mollie", "Braintree"):
+        payment = ticket_create(actor=agent, workflow=workflow, title=f"Payment webhook for {shop} charge events",
+                                description=f"Handle the {shop} payment webhook for charges and refunds.")
+        Ticket.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(hours=2))  # filed earlier
+        credentials = ticket_create(actor=agent, workflow=workflow, title=f"Provision the {shop} payment API credentials",
+                                    description=f"Create the {shop} API key and webhook signing secret in the vault.")
+        dependency_add(actor=agent, ticket_id=payment.pk, blocked_by_ticket_id=credentials.pk)
+        ticket_resolve(actor=agent, ticket_id=credentials.public_id, resolution_comment="Credentials are in the vault now.")
+        ticket_resolve(actor=agent, ticket_id=payment.public_id, resolution_comment="Webhook deployed and verified.")
+    return ticket_create(actor=agent, workflow=workflow, title="Provision the Klarna payment API credentials",
+                         description="Create the Klarna API key and webhook signing secret in the vault.")
+
+
+def test_the_admin_cockpit_shows_the_risk_get_ticket_shows_and_adds_a_suggested_blocker(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tickets.models import TicketDependency
+    from tickets.services import ticket_create
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    discoveries = _history(agent[0], workflow)
+    open_credentials = _history_blocked_by_credentials_tickets(agent[0], workflow)
+    ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for Apple Pay events",
+                           description="Handle the payment provider's webhook for Apple Pay charges and refunds.")
+    blocker_prediction_record(ticket=ticket)
+    client = Client()
+    client.force_login(admin_user)
+
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
+
+    assert page.status_code == 200
+    shown = Client().get(f"/api/tickets/{ticket.public_id}", HTTP_AUTHORIZATION=f"Bearer {agent[1]}").json()["risk"]
+    risk = page.context["cockpit"]["risk"]
+    assert risk == shown  # one rule: the admin shows what get_ticket shows
+    panel = page.content.decode().split('id="cockpit-risk"')[1].split("</section>")[0]
+    assert risk["band"] in ("medium", "high") and f'data-band="{risk["band"]}"' in panel
+    assert f'<strong id="risk-p">{round(risk["p_blocked"] * 100)}%</strong>' in panel
+    assert f'<span id="risk-base">{round(risk["base_rate"] * 100)}%</span>' in panel
+    assert f'{risk["model_tier"]} · {risk["model_version"]}' in panel
+    types = panel.split('id="risk-types"')[1].split("</p>")[0]
+    # both histories' causes, in the order and shares of the risk object
+    assert [t["type"] for t in risk["likely_blocker_types"]][:2] == ["dependency", "missing_requirement"]
+    positions = [types.index(f'{t["type"]} <span class="omoi-muted">({round(t["share"] * 100)}%)') for t in risk["likely_blocker_types"]]
+    assert positions == sorted(positions)
+    listed = {d.id for d in discoveries if reverse("admin:tasks_discovery_change", args=[d.id]) + '"' in panel}
+    assert listed and "Missing API credentials" in panel
+    suggested = panel.split('id="risk-suggested"')[1].split("</ul>")[0]
+    assert open_credentials.public_id in suggested and open_credentials.title in suggested
+
+    # the suggestion's button is the cockpit's blocker-add step
+    added = client.post(reverse("admin:tickets_ticket_triage", args=[ticket.pk]),
+                        {"op": "blocker_add", "blocked_by": open_credentials.public_id}, follow=True)
+    assert TicketDependency.objects.filter(ticket=ticket, blocker=open_credentials).exists()
+    after = added.content.decode().split('id="risk-suggested"')[1].split("</ul>")[0]
+    assert "already a blocker" in after and f'value="{open_credentials.public_id}"' not in after
+
+
+def test_the_admin_cockpit_shows_no_risk_for_a_shadow_holdout_ticket(agent, workflow, admin_user, settings):
+    from django.contrib.messages import get_messages
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tasks.models import BlockerPrediction
+    from tickets.services import ticket_create
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for gift cards",
+                         description="Gift card payment webhook events.")
+    blocker_prediction_record(ticket=held)
+    client = Client()
+    client.force_login(admin_user)
+
+    held_page = client.get(reverse("admin:tickets_ticket_change", args=[held.pk])).content.decode()
+    forecast = client.post(reverse("admin:tickets_ticket_triage", args=[held.pk]), {"op": "risk_predict"}, follow=True)
+
+    assert 'id="risk-none"' in held_page and 'id="risk-p"' not in held_page and "Missing API credentials" not in held_page
+    # asking for a forecast records one and still shows nothing
+    assert [str(m) for m in get_messages(forecast.wsgi_request)] == [
+        f"Forecast for {held.public_id} recorded: no estimate is shown for this ticket."]
+    assert 'id="risk-none"' in forecast.content.decode() and 'id="risk-p"' not in forecast.content.decode()
+    rows = BlockerPrediction.objects.filter(ticket=held)
+    assert sorted(rows.values_list("moment", "shown")) == [("created", False), ("requested", False)]
+    assert all(p is not None for p in rows.values_list("p_blocked", flat=True))
+    # the same history and kind of ticket outside the holdout does show its risk (so the test can fail)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for vouchers",
+                          description="Voucher payment webhook events.")
+    blocker_prediction_record(ticket=shown)
+    shown_page = client.get(reverse("admin:tickets_ticket_change", args=[shown.pk])).content.decode()
+    assert 'id="risk-p"' in shown_page and 'id="risk-none"' not in shown_page and "Missing API credentials" in shown_page
+
+
+def test_a_ticket_filed_in_the_admin_gets_its_creation_forecast_like_create_ticket(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.models import BlockerPrediction
+    from tickets.models import Ticket
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    client = Client()
+    client.force_login(admin_user)
+    form = {"workflow": workflow.pk, "title": "Payment webhook for Google Pay", "priority": "medium", "ticket_type": "task",
+            "description": "Handle the payment provider's webhook for Google Pay charges.", "tags": ""}
+
+    first = client.post(reverse("admin:tickets_ticket_add"), form)
+    if first.status_code == 200:  # the duplicate check asks once; saving again files it
+        form["similar_checked"] = f"{workflow.pk}:{form['title']}"
+        first = client.post(reverse("admin:tickets_ticket_add"), form)
+
+    assert first.status_code == 302, first.content.decode()[:2000]
+    ticket = Ticket.objects.get(title="Payment webhook for Google Pay")
+    prediction = BlockerPrediction.objects.get(ticket=ticket)
+    assert (prediction.moment, prediction.shown, prediction.t0) == ("created", True, ticket.created_at)
+    page = client.get(reverse("admin:tickets_ticket_change", args=[ticket.pk])).content.decode()
+    assert f'data-band="{prediction.band}"' in page and prediction.band in ("medium", "high")
+
+
+def _retrain_jobs():
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(task_path="tasks.blockers.train_blocker_model_now").count()
+
+
+def test_the_models_page_lists_versions_with_metrics_the_serving_model_and_the_ledger(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_model_train, blocker_prediction_record
+    from tasks.services import task_create
+    from tickets.services import ticket_create, ticket_resolve
+
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    _history(agent[0], workflow)
+    older, _ = blocker_model_train()
+    blocked = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for chargebacks",
+                            description="Chargeback events from the payment webhook.")
+    clean = ticket_create(actor=agent[0], workflow=workflow, title="Fix the CSS of the login footer",
+                          description="The footer overlaps on small screens.")
+    for ticket in (blocked, clean):
+        blocker_prediction_record(ticket=ticket)
+    task, _ = task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Implement chargebacks.")
+    task_create(actor=agent[0], ticket_id=blocked.public_id, phase_id="PHASE_IMPLEMENTATION", description="Get the credentials.",
+                discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task.public_id)
+    for ticket in (blocked, clean):
+        ticket_resolve(actor=agent[0], ticket_id=ticket.public_id, resolution_comment="Finished and verified.")
+    newer, _ = blocker_model_train()
+    client = Client()
+    client.force_login(admin_user)
+
+    page = client.get(reverse("admin:tasks_blockermodel_changelist"))
+
+    assert page.status_code == 200
+    rows = {row.pk: row for row in page.context["cl"].result_list}
+    assert set(rows) == {older.pk, newer.pk}
+    html = page.content.decode()
+    newer_row = html.split(f">{newer.version}</a>")[1].split("</tr>")[0]
+    older_row = html.split(f">{older.version}</a>")[1].split("</tr>")[0]
+    assert "all workflows" in newer_row and ">14<" in newer_row and ">7<" in newer_row  # examples, positives
+    assert 'alt="True"' in newer_row and 'alt="False"' in older_row  # the newest serves
+    ledger = html.split('id="blocker-ledger"')[1].split("</div>")[0]
+    assert "shown 2 (1 blocked; Brier" in ledger and "ROC-AUC 1.000" in ledger and "held back 0 (0 blocked)" in ledger
+    assert 'id="retrain-now"' in html  # a superuser may retrain
+    detail = client.get(reverse("admin:tasks_blockermodel_change", args=[newer.pk])).content.decode()
+    assert '&quot;examples&quot;: 14' in detail
+
+
+def test_retrain_now_queues_the_training_job_for_an_allowed_user_only(agent, workflow, other_workflow, admin_user):
+    from django.contrib.auth.models import Group, Permission, User
+    from django.contrib.messages import get_messages
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from tasks.models import BlockerModel
+
+    _history(agent[0], workflow)
+    retrain = reverse("admin:tasks_blockermodel_retrain")
+    changelist = reverse("admin:tasks_blockermodel_changelist")
+    view = Permission.objects.get(codename="view_blockermodel")
+    may_retrain = Permission.objects.get(codename="retrain_blockermodel")
+    viewer = User.objects.create_user("model-viewer", password="pw-model-viewer-1", is_staff=True)
+    viewer.user_permissions.add(view)
+    limited = User.objects.create_user("flow-retrainer", password="pw-flow-retrainer-1", is_staff=True)
+    limited.user_permissions.add(view, may_retrain)
+    limited.groups.add(Group.objects.create(name=f"workflow:{workflow.slug}"))
+    trainer = User.objects.create_user("model-trainer", password="pw-model-trainer-1", is_staff=True)
+    trainer.user_permissions.add(view, may_retrain)
+
+    def attempt(user):
+        client = Client()
+        client.force_login(user)
+        listed = client.get(changelist)
+        assert listed.status_code == 200
+        response = client.post(retrain, follow=True)
+        return listed.content.decode(), [str(m) for m in get_messages(response.wsgi_request)]
+
+    # refused, nothing queued, and the page says why instead of offering the button
+    for user, reason in ((viewer, "needs the permission “Can retrain the blocker model”"),
+                         (limited, "shared by every workflow")):
+        page, said = attempt(user)
+        assert 'id="retrain-now"' not in page and reason in page
+        assert len(said) == 1 and said[0].startswith("Nothing was queued:") and reason in said[0]
+        assert _retrain_jobs() == 0 and BlockerModel.objects.count() == 0
+    assert Client().post(retrain).status_code == 302 and _retrain_jobs() == 0  # anonymous: to the login page
+    # allowed: queued, and the worker trains
+    page, said = attempt(trainer)
+    assert 'id="retrain-now"' in page and said[0].startswith("Retraining is queued")
+    assert _retrain_jobs() == 1 and BlockerModel.objects.count() == 0
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+    model = BlockerModel.objects.get()
+    assert (model.examples, model.positives) == (12, 6)
+    # again on the same data (a superuser this time): the job runs and keeps the same model
+    _, said = attempt(admin_user)
+    assert said[0].startswith("Retraining is queued")
+    call_command("db_worker", "--batch", "--no-reload", "--no-startup-delay")
+    assert list(BlockerModel.objects.values_list("pk", flat=True)) == [model.pk]
+
+
+def test_the_ledger_page_hides_a_held_back_prediction_until_it_is_graded(agent, workflow, admin_user, settings):
+    from django.urls import reverse
+
+    from tasks.blockers import blocker_prediction_record
+    from tickets.services import ticket_create, ticket_resolve
+
+    _history(agent[0], workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held_ticket = ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for gift cards",
+                                description="Gift card payment webhook events.")
+    held = blocker_prediction_record(ticket=held_ticket)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = blocker_prediction_record(ticket=ticket_create(actor=agent[0], workflow=workflow, title="Payment webhook for vouchers",
+                                                           description="Voucher payment webhook events."))
+    client = Client()
+    client.force_login(admin_user)
+
+    listed = client.get(reverse("admin:tasks_blockerprediction_changelist")).content.decode()
+    held_page = client.get(reverse("admin:tasks_blockerprediction_change", args=[held.pk])).content.decode()
+
+    held_row = listed.split(f'/blockerprediction/{held.pk}/change/')[1].split("</tr>")[0]
+    shown_row = listed.split(f'/blockerprediction/{shown.pk}/change/')[1].split("</tr>")[0]
+    assert "held back (shadow holdout)" in held_row and f"{held.p_blocked:.3f}" not in held_row
+    assert f"{shown.p_blocked:.3f}" in shown_row and shown.band in shown_row
+    assert "Missing API credentials" not in held_page and f"{held.p_blocked:.3f}" not in held_page
+    # once its ticket is done and graded, showing it can no longer change its outcome
+    ticket_resolve(actor=agent[0], ticket_id=held_ticket.public_id, resolution_comment="Finished and verified.")
+    graded_page = client.get(reverse("admin:tasks_blockerprediction_change", args=[held.pk])).content.decode()
+    assert f"{held.p_blocked:.3f}" in graded_page and "held back (shadow holdout)" not in graded_page
+    searched = client.get(reverse("admin:tasks_blockerprediction_changelist"), {"q": held_ticket.public_id})
+    assert [row.pk for row in searched.context["cl"].result_list] == [held.pk]

@@ -135,11 +135,25 @@ def test_board_filter_hides_and_shows_the_right_cards_and_its_url_reproduces_it(
     assert "priority" not in page.url
 
 
-def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(asgi_server, transactional_db, make_agent, workflow, browser_page):
+def _with_risk_and_patterns(make_agent, workflow, tickets):
+    """A finished history (recurring discoveries) and shown forecasts, so the board's At risk and
+    Recurring discovery patterns panels have rows."""
+    from tasks.blockers import ticket_risk_predict
+    from tests.test_blockers import _history
+
+    _history(make_agent("history-agent", workflow)[0], workflow)
+    for ticket in tickets:
+        ticket_risk_predict(ticket=ticket)  # as of now: the history is known
+
+
+def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(asgi_server, transactional_db, make_agent, workflow,
+                                                                                 browser_page, settings):
     from axe_playwright_python.sync_playwright import Axe
 
     ARTIFACTS.mkdir(exist_ok=True)
     worker_token, bug, release, investigation = off_loop(_seed, make_agent, workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    off_loop(_with_risk_and_patterns, make_agent, workflow, [bug, release])
     page = browser_page
     _login(page, asgi_server.url, f"/dashboard/{workflow.slug}/")
     pages = {
@@ -155,6 +169,8 @@ def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(
         page.set_viewport_size({"width": 1440, "height": 900})
         page.goto(f"{asgi_server.url}{path}")
         page.wait_for_load_state("load")
+        if name == "board":  # the risk and pattern panels are drawn, not empty
+            assert page.locator("#at-risk li").count() == 2 and page.locator("#patterns svg.weeks").count() >= 1
         if name in ("board", "ticket", "agents"):
             violations = axe.run(page).response["violations"]
             serious[name] = [(v["id"], v["impact"], len(v["nodes"])) for v in violations if v["impact"] in ("serious", "critical")]
@@ -165,3 +181,28 @@ def test_phone_width_has_no_sideways_scroll_and_axe_finds_no_serious_violations(
         assert widths[0] <= widths[1], f"{name} scrolls sideways at 390 px: {widths}"
     assert serious == {"board": [], "ticket": [], "agents": []}
     assert "There is no ticket TKT-999999" in page.content()
+
+
+def test_the_boards_risk_and_pattern_panels_follow_mcp_changes_live(asgi_server, mcp_for, make_agent, workflow, browser_page, settings):
+    from tests.test_blockers import CREDENTIALS
+
+    worker_token, bug, release, investigation = off_loop(_seed, make_agent, workflow)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    off_loop(_with_risk_and_patterns, make_agent, workflow, [])
+    page, agent = browser_page, _Agent(mcp_for(worker_token))
+    _login(page, asgi_server.url, f"/dashboard/{workflow.slug}/")
+    page.evaluate("window.__sameDocument = true")
+    assert page.locator("#at-risk li").count() == 0
+    assert page.get_attribute("#patterns li", "data-count") == "6"  # the history's missing-credentials discoveries
+
+    # a new payment-webhook ticket is forecast at risk; its first task finds the credentials missing again
+    created = agent.call("create_ticket", workflow_id=workflow.slug, agent_id="worker-1", title="Payment webhook for Apple Pay events",
+                         description="Handle the payment provider's webhook for Apple Pay charges and refunds.")
+    ticket_id = created["ticket"]["ticket_id"]
+    page.wait_for_selector(f'#at-risk li[data-ticket-id="{ticket_id}"]', timeout=WAIT)
+    assert page.inner_text(f'#at-risk li[data-ticket-id="{ticket_id}"] .badge') == created["risk"]["band"]
+    task = agent.call("create_task", ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the Apple Pay webhook.")
+    agent.call("create_task", ticket_id=ticket_id, phase_id="PHASE_IMPLEMENTATION", description="Ask for the payment API credentials.",
+               discovery_type="missing_requirement", discovery_description=CREDENTIALS, source_task_id=task["task"]["task_id"])
+    page.wait_for_function("document.querySelector('#patterns li').dataset.count === '7'", timeout=WAIT)
+    assert page.evaluate("window.__sameDocument") is True

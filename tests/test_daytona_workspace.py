@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before openhands is imported
 os.environ.setdefault("OPENHANDS_SUPPRESS_BANNER", "1")
 
-from agents.daytona_executor import (  # noqa: E402
+from agents.agent_side.daytona_executor import (  # noqa: E402
     DaytonaTerminalExecutor,
     SandboxTerminalAction,
     SandboxTerminalObservation,
@@ -23,7 +23,7 @@ from agents.daytona_executor import (  # noqa: E402
     detach_sandbox,
     sandbox_terminal_tool,
 )
-from agents.daytona_workspace import DaytonaLocalWorkspace  # noqa: E402
+from agents.agent_side.daytona_workspace import DaytonaLocalWorkspace  # noqa: E402
 from agents.sandboxes import DaytonaSandboxProvider  # noqa: E402
 from tests.daytona_standin import DaytonaTestServer  # noqa: E402
 
@@ -221,7 +221,7 @@ def test_agent_terminal_call_runs_in_the_daytona_sandbox(daytona_server, sandbox
 def test_worker_modules_do_not_import_django_or_daytona_at_module_level():
     # A worker inside a sandbox has only httpx and the OpenHands SDK; checked on the source, because
     # importing the OpenHands SDK in a fresh interpreter costs many seconds.
-    for module in ("agents/daytona_executor.py", "agents/daytona_workspace.py", "agents/sandboxes.py"):
+    for module in ("agents/agent_side/daytona_executor.py", "agents/agent_side/daytona_workspace.py", "agents/sandboxes.py"):
         tree = ast.parse((PROJECT_DIR / module).read_text())
         imported = set()
         for node in tree.body:  # module level only; imports inside functions are the intended lazy ones

@@ -351,7 +351,7 @@ def test_comment_embedding_refresh(workflow, make_agent):
 
 
 def test_schedule_ticket_embedding_runs_after_commit_when_sync(workflow, django_capture_on_commit_callbacks):
-    from tickets.tasks import schedule_ticket_embedding
+    from tickets.jobs import schedule_ticket_embedding
 
     ticket = Ticket.objects.create(workflow=workflow, title="Queue backlog grows", description="Workers idle")
     with override_settings(EMBEDDINGS_SYNC=True), django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -366,7 +366,7 @@ def test_schedule_ticket_embedding_runs_after_commit_when_sync(workflow, django_
 def test_schedule_ticket_embedding_enqueues_job_when_async(workflow, django_capture_on_commit_callbacks):
     from django_tasks_db.models import DBTaskResult
 
-    from tickets.tasks import schedule_comment_embedding, schedule_ticket_embedding
+    from tickets.jobs import schedule_comment_embedding, schedule_ticket_embedding
 
     ticket = Ticket.objects.create(workflow=workflow, title="Queue backlog grows", description="Workers idle")
     from django.tasks import task_backends
@@ -379,12 +379,12 @@ def test_schedule_ticket_embedding_enqueues_job_when_async(workflow, django_capt
 
     assert Ticket.objects.get(pk=ticket.pk).embedding is None  # not computed inline
     jobs = {(r.task_path, tuple(r.args_kwargs["args"])) for r in DBTaskResult.objects.all()}
-    assert ("tickets.tasks.embed_ticket", (ticket.pk,)) in jobs
-    assert ("tickets.tasks.embed_comment", (12345,)) in jobs
+    assert ("tickets.jobs.embed_ticket", (ticket.pk,)) in jobs
+    assert ("tickets.jobs.embed_comment", (12345,)) in jobs
 
 
 def test_embed_ticket_job_body_refreshes(workflow):
-    from tickets.tasks import embed_ticket
+    from tickets.jobs import embed_ticket
 
     ticket = Ticket.objects.create(workflow=workflow, title="Job body", description="runs the refresh")
 

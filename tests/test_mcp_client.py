@@ -1,4 +1,4 @@
-"""The agent-side MCP client (agents/mcp_client.py) against the live ASGI server.
+"""The agent-side MCP client (agents/agent_side/mcp_client.py) against the live ASGI server.
 
 Failures of the network are produced by a real HTTP stand-in on 127.0.0.1 between the client and the
 live server (it drops connections, answers 502, or forwards), never by patching the client.
@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.mcp_client import (
+from agents.agent_side.mcp_client import (
     AsyncMCPClient,
     MCPAuthError,
     MCPClient,
@@ -153,7 +153,7 @@ def test_client_imports_without_django():
                 if name == "django" or name.startswith("django."):
                     raise ImportError("django is not available in a worker sandbox")
         sys.meta_path.insert(0, RefuseDjango())
-        import agents.mcp_client as client
+        import agents.agent_side.mcp_client as client
         assert "django" not in sys.modules
         print(client.MCPClient.__name__)
         """

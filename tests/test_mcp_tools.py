@@ -1,4 +1,4 @@
-"""The 27 typed OpenHands tools (agents/mcp_tools.py): drift against the live server, and real agents.
+"""The 27 typed OpenHands tools (agents/agent_side/mcp_tools.py): drift against the live server, and real agents.
 
 The SDK costs seconds to import, so it is imported inside the tests, never at collection.
 """
@@ -59,8 +59,8 @@ def _without_django(code: str) -> subprocess.CompletedProcess:
 def test_tools_import_and_build_without_django():
     result = _without_django(
         """
-        from agents.mcp_client import MCPClient
-        from agents.mcp_tools import MCP_TOOL_NAMES, mcp_tool_definitions, register_mcp_tools_with_agent
+        from agents.agent_side.mcp_client import MCPClient
+        from agents.agent_side.mcp_tools import MCP_TOOL_NAMES, mcp_tool_definitions, register_mcp_tools_with_agent
         specs = register_mcp_tools_with_agent([], "http://127.0.0.1:9/mcp/", "token")
         tools = mcp_tool_definitions(MCPClient("http://127.0.0.1:9/mcp/", "token"))
         assert [t.name for t in tools] == [s.name for s in specs] == list(MCP_TOOL_NAMES)
@@ -75,7 +75,7 @@ def test_tools_import_and_build_without_django():
 def test_the_llm_sees_mcp_prefixed_names_and_no_token():
     from openhands.sdk.tool import Tool
 
-    from agents.mcp_tools import MCP_TOOL_NAMES, SEED_ACTIONS, register_mcp_tools_with_agent
+    from agents.agent_side.mcp_tools import MCP_TOOL_NAMES, SEED_ACTIONS, register_mcp_tools_with_agent
 
     own = Tool(name="terminal")
     specs = register_mcp_tools_with_agent([own], "http://127.0.0.1:9/mcp/", "secret-token-value")
@@ -90,7 +90,7 @@ def test_the_llm_sees_mcp_prefixed_names_and_no_token():
 def test_action_validation_mirrors_the_server_limits():
     from pydantic import ValidationError
 
-    from agents.mcp_tools import MCPCreateTicketAction, MCPRequestHandoffAction, MCPSearchTicketsAction
+    from agents.agent_side.mcp_tools import MCPCreateTicketAction, MCPRequestHandoffAction, MCPSearchTicketsAction
 
     action = MCPCreateTicketAction(
         workflow_id="test-flow",
@@ -142,7 +142,7 @@ def _action_schema(action_class) -> dict:
 
 def _drift(server: dict[str, dict]) -> list[str]:
     """Every difference between the typed actions and the server's tools (name → MCP tool dict)."""
-    from agents.mcp_tools import SEED_ACTIONS
+    from agents.agent_side.mcp_tools import SEED_ACTIONS
 
     differences = []
     missing = sorted(SEED_TOOLS - set(server))
@@ -182,7 +182,7 @@ def _drift(server: dict[str, dict]) -> list[str]:
 
 @pytest.fixture
 def server_tools(agents, endpoint) -> dict[str, dict]:
-    from agents.mcp_client import MCPClient
+    from agents.agent_side.mcp_client import MCPClient
 
     _, token, _ = agents
     with MCPClient(endpoint, token) as client:
@@ -262,7 +262,7 @@ def _run_agent(llm, endpoint, token, workspace, **connection_options):
     from openhands.sdk import Agent, Conversation
     from openhands.sdk.event import ObservationEvent
 
-    from agents.mcp_tools import register_mcp_tools_with_agent
+    from agents.agent_side.mcp_tools import register_mcp_tools_with_agent
 
     agent = Agent(llm=llm, tools=register_mcp_tools_with_agent([], endpoint, token, **connection_options))
     conversation = Conversation(
@@ -437,7 +437,7 @@ def test_a_server_that_cannot_be_reached_is_an_error_observation_not_a_crash(age
     from openhands.sdk.llm import Message as LLMMessage
     from openhands.sdk.llm import TextContent
 
-    from agents.mcp_client import RetryPolicy
+    from agents.agent_side.mcp_client import RetryPolicy
 
     _, token, _ = agents
     with socket.socket() as probe:
@@ -462,8 +462,8 @@ def test_a_server_that_cannot_be_reached_is_an_error_observation_not_a_crash(age
 def test_the_tool_schemas_pass_the_real_litellm_path(agents, endpoint, mcp_for, tmp_path):
     from openhands.sdk import LLM
 
-    from agents.mcp_client import MCPClient
-    from agents.mcp_tools import MCP_TOOL_NAMES, mcp_tool_definitions
+    from agents.agent_side.mcp_client import MCPClient
+    from agents.agent_side.mcp_tools import MCP_TOOL_NAMES, mcp_tool_definitions
     from tests.openai_llm_standin import OpenAIStandIn, last_tool_result
     from tickets.models import Ticket
 
@@ -537,8 +537,8 @@ def test_the_tool_schemas_pass_the_real_litellm_path(agents, endpoint, mcp_for, 
 
 
 def test_meta_tools_list_and_reach_the_coordination_extras(agents, endpoint):
-    from agents.mcp_client import MCPClient
-    from agents.mcp_tools import MCPCallToolAction, MCPCallToolTool, MCPListToolsAction, MCPListToolsTool
+    from agents.agent_side.mcp_client import MCPClient
+    from agents.agent_side.mcp_tools import MCPCallToolAction, MCPCallToolTool, MCPListToolsAction, MCPListToolsTool
 
     _, token, _ = agents
     with MCPClient(endpoint, token) as client:

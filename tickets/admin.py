@@ -26,7 +26,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
+from agents.agent_templates import TEMPLATES
+from agents.launcher import launch_worker_requested, launch_workers_for_tickets
+from agents.selectors import agent_list
 from omoi_site.domain import DomainError
+from tasks import blockers
+from tasks.selectors import task_list
 from tickets import admin_services, selectors, services
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
@@ -175,8 +180,6 @@ class LaunchWorkerForm(forms.Form):
     template = forms.ChoiceField(choices=[], help_text="The agent template: system prompt, tools and limits.")
 
     def __init__(self, *args, **kwargs):
-        from agents.agent_templates import TEMPLATES
-
         super().__init__(*args, **kwargs)
         self.fields["template"].choices = [(name, name) for name in TEMPLATES]
         self.isolation_warning = (
@@ -483,8 +486,9 @@ def history_sentence(event: TicketEvent) -> str:
 class TicketAdmin(ServiceAdmin):
     """The triage cockpit. The change page (templates/admin/tickets/ticket/change_form.html) shows status
     buttons for the allowed next moves, blockers with a picker, similar tickets with a confirmed one-click
-    'duplicate', tasks with their holders, history as sentences; each button posts to triage_view or
-    duplicate_view, which call one service with the staff user as actor."""
+    'duplicate', tasks with their holders, the blocker risk get_ticket shows (tasks.blockers.ticket_risk_shown:
+    nothing for a shadow-holdout ticket) with its suggested blockers, history as sentences; each button posts
+    to triage_view or duplicate_view, which call one service with the staff user as actor."""
 
     form = TicketAdminForm
     list_display = ["public_id", "title", "status_badge", "blocked_badge", "priority_badge", "assigned_agent", "workflow", "age"]
@@ -552,17 +556,16 @@ class TicketAdmin(ServiceAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def cockpit_context(self, request, ticket) -> dict:
-        from agents.agent_templates import TEMPLATES
-        from tasks.selectors import task_list
-
         found, note = self.similar_found(ticket)
         events = selectors.ticket_history(ticket=ticket)
+        blocked_by = selectors.ticket_blockers(ticket=ticket)
         now = timezone.now()
         return {
             "ticket": ticket,
             "triage_url": reverse("admin:tickets_ticket_triage", args=[ticket.pk]),
             "moves": selectors.ticket_allowed_moves(ticket=ticket),
-            "blockers": selectors.ticket_blockers(ticket=ticket),
+            "blockers": blocked_by,
+            "blocker_ids": {b.public_id for b in blocked_by},
             "dependents": selectors.ticket_dependents(ticket=ticket),
             "blocker_candidates": selectors.blocker_candidates(ticket=ticket),
             "similar": found,
@@ -573,6 +576,7 @@ class TicketAdmin(ServiceAdmin):
             "templates": list(TEMPLATES),
             "local_sandbox": settings.SANDBOX_PROVIDER == "local",
             "dashboard_url": reverse("dashboard:ticket", args=[ticket.public_id]),
+            "risk": blockers.ticket_risk_shown(ticket=ticket),
         }
 
     def _ticket_for(self, request, ticket_pk):
@@ -603,9 +607,11 @@ class TicketAdmin(ServiceAdmin):
             elif op == "blocker_remove":
                 services.dependency_remove(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"Removed blocker {request.POST.get('blocked_by')} from {ticket.public_id}.", messages.SUCCESS)
+            elif op == "risk_predict":
+                risk = blockers.ticket_risk_predict(ticket=ticket)
+                shown = f"band {risk['band']}" if risk is not None else "no estimate is shown for this ticket"
+                self.message_user(request, f"Forecast for {ticket.public_id} recorded: {shown}.", messages.SUCCESS)
             elif op == "launch":
-                from agents.launcher import launch_worker_requested
-
                 run = launch_worker_requested(actor=user, template=request.POST.get("template", ""), ticket_id=ticket.pk)
                 self.message_user(request, format_html("Launched {} on {}: follow {}.", run.agent_id, ticket.public_id, run_links([run])),
                                   messages.SUCCESS)
@@ -705,6 +711,7 @@ class TicketAdmin(ServiceAdmin):
                 ticket_type=data["ticket_type"], priority=data["priority"], assigned_agent_id=agent.agent_id if agent else None,
                 parent_ticket_id=parent.pk if parent else None, tags=data.get("tags") or [],
             )
+            blockers.ticket_risk_on_create(ticket=ticket, text_vector=blockers.text_vector(ticket.title, ticket.description))
             _copy_saved(obj, ticket)
             return
         updates = {}
@@ -754,8 +761,6 @@ class TicketAdmin(ServiceAdmin):
 
     @admin.action(description="Assign selected tickets to an agent…")
     def assign(self, request, queryset):
-        from agents.selectors import agent_list
-
         agents = selectors.scoped_to_actor(agent_list(), actor=request.user, workflow_lookup="workflows")
         return self.bulk_form_action(
             request, queryset, form_class=AssignForm, title="Assign these tickets", form_kwargs={"agents": agents},
@@ -786,8 +791,6 @@ class TicketAdmin(ServiceAdmin):
 
     @admin.action(description="Launch a sandboxed worker on selected tickets…")
     def launch_worker(self, request, queryset):
-        from agents.launcher import launch_workers_for_tickets
-
         return self.bulk_form_action(
             request, queryset, form_class=LaunchWorkerForm, title="Launch a worker on each of these tickets",
             run=lambda ids, data: launch_workers_for_tickets(actor=request.user, ticket_ids=ids, template=data["template"]),

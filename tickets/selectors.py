@@ -4,51 +4,11 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
+from agents.selectors import STAFF_WORKFLOW_GROUP_PREFIX, can_access_workflow, scoped_to_actor, workflow_ids_for  # noqa: F401  (identity's rules, used here and by importers of this module)
 from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
-
-
-STAFF_WORKFLOW_GROUP_PREFIX = "workflow:"
-
-
-def workflow_ids_for(actor) -> set[int] | None:
-    """Workflows the actor may see; None means all: superusers, staff users not limited to workflows, and
-    the system itself (actor=None, used only by background jobs — every door passes an authenticated agent
-    or user).
-
-    A non-superuser staff user who belongs to one or more auth groups named `workflow:<slug>` is limited
-    to those workflows in every door (admin, dashboards, REST). Non-staff users see nothing.
-    """
-    if actor is None:
-        return None
-    if is_agent(actor):
-        return set(actor.workflows.values_list("id", flat=True))
-    if not getattr(actor, "is_staff", False):
-        return set()
-    if getattr(actor, "is_superuser", False):
-        return None
-    slugs = [name[len(STAFF_WORKFLOW_GROUP_PREFIX):] for name in actor.groups.filter(
-        name__startswith=STAFF_WORKFLOW_GROUP_PREFIX).values_list("name", flat=True)]
-    if not slugs:
-        return None
-    return set(Workflow.objects.filter(slug__in=slugs).values_list("id", flat=True))
-
-
-def scoped_to_actor(queryset: QuerySet, *, actor, workflow_lookup: str | None) -> QuerySet:
-    """`queryset` narrowed to the workflows the actor may see, following `workflow_lookup` (e.g.
-    "workflow", "ticket__workflow", "workflows", "pk" for workflows themselves); None = not scoped."""
-    allowed = workflow_ids_for(actor)
-    if allowed is None or workflow_lookup is None:
-        return queryset
-    lookup = "pk__in" if workflow_lookup == "pk" else f"{workflow_lookup}__in"
-    return queryset.filter(**{lookup: allowed}).distinct()
-
-
-def can_access_workflow(actor, workflow_id: int) -> bool:
-    allowed = workflow_ids_for(actor)
-    return allowed is None or workflow_id in allowed
 
 
 def workflow_get(*, slug, actor) -> Workflow:
@@ -231,7 +191,7 @@ def dependency_path(*, start_id: int, target_id: int) -> list[int] | None:
 
 
 
-# --- REST API list (issue 8: added by the REST door's author; reviewed by the lead) ---------------------
+# --- filtered, sorted lists for the REST door --------------------------------------------------------
 
 
 def ticket_comments(*, ticket: Ticket):

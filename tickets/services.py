@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.models import Agent
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -24,7 +25,7 @@ from omoi_site.domain import (
     require_text,
 )
 from omoi_site.events import publish_on_commit
-from tickets import payloads, selectors
+from tickets import hooks, payloads, selectors
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
@@ -73,8 +74,6 @@ def _clean_tags(tags: Any) -> list[str]:
 
 
 def _agent_in_workflow(agent_id: str, workflow: Workflow, *, argument: str):
-    from agents.models import Agent
-
     agent = Agent.objects.filter(agent_id=agent_id, workflows=workflow).first() if isinstance(agent_id, str) else None
     if agent is None:
         raise NotFound(f"{argument}: no agent '{agent_id}' in workflow '{workflow.slug}'.")
@@ -98,27 +97,15 @@ def _set_status(ticket: Ticket, new_status: str, actor, reason: str) -> None:
 
 
 def _schedule_embedding(ticket_id: int) -> None:
-    from tickets.tasks import schedule_ticket_embedding
+    from tickets.jobs import schedule_ticket_embedding
 
     schedule_ticket_embedding(ticket_id)
 
 
 def _schedule_comment_embedding(comment_id: int) -> None:
-    from tickets.tasks import schedule_comment_embedding
+    from tickets.jobs import schedule_comment_embedding
 
     schedule_comment_embedding(comment_id)
-
-
-def _schedule_auto_spawn(ticket: Ticket) -> None:
-    """Workflow automation: when the workflow maps this ticket type to an agent template, a ready ticket
-    gets a worker launched (by a background job, after commit). Off unless the workflow has rules."""
-    rules = ticket.workflow.auto_spawn_rules or {}
-    if ticket.is_blocked or ticket.ticket_type not in rules:
-        return
-    from agents.tasks import auto_spawn_worker
-
-    ticket_id = ticket.id
-    transaction.on_commit(lambda: auto_spawn_worker.enqueue(ticket_id))
 
 
 def _lock_workflow(workflow_id: int) -> None:
@@ -167,15 +154,7 @@ def ticket_create(
         if blocker.workflow_id != workflow.id:
             raise DomainError(f"blocked_by_ticket_ids: {blocker.public_id} belongs to another workflow.")
         blockers.append(blocker)
-    related_tasks = []
-    if related_task_ids:
-        from tasks.selectors import task_get
-
-        for task_id in dict.fromkeys(related_task_ids):
-            task = task_get(task_id=task_id, actor=actor, argument="related_task_ids")
-            if task.workflow_id != workflow.id:
-                raise DomainError(f"related_task_ids: {task.public_id} belongs to another workflow.")
-            related_tasks.append(task.public_id)
+    related_tasks = hooks.related_tasks_resolve.ask(actor=actor, workflow=workflow, task_ids=related_task_ids) if related_task_ids else []
     ticket = Ticket.objects.create(
         workflow=workflow,
         title=title,
@@ -201,7 +180,8 @@ def ticket_create(
     if ticket.is_blocked:
         _record(ticket, actor, "blocked", field="is_blocked", old=False, new=True)
     _schedule_embedding(ticket.id)
-    _schedule_auto_spawn(ticket)
+    if not ticket.is_blocked:
+        hooks.ticket_ready.send(ticket=ticket)
     publish_on_commit(
         "ticket.created", workflow=workflow.slug, ticket=ticket.public_id, payload=payloads.ticket_summary(ticket),
         agents=_event_agents(ticket),
@@ -366,9 +346,7 @@ def ticket_resolve(
     _bump_version(ticket, ["status", "phase", "resolved_at", "resolution"])
     unblocked = _unblock_dependents(ticket, actor)
     ticket.unblocked_ticket_ids = [t.public_id for t in unblocked]
-    from tasks.blockers import blocker_predictions_grade  # the ledger learns the outcome as the ticket closes
-
-    blocker_predictions_grade(ticket=ticket)
+    hooks.ticket_resolved.send(ticket=ticket)  # e.g. the blocker ledger learns the outcome as the ticket closes
     publish_on_commit(
         "ticket.resolved", workflow=ticket.workflow.slug, ticket=ticket.public_id,
         payload={**payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids, "by": actor_label(actor)},
@@ -387,7 +365,7 @@ def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
             _record(dependent, actor, "unblocked", field="is_blocked", old=True, new=False, comment=f"{ticket.public_id} resolved")
             _bump_version(dependent, ["is_blocked"])
             unblocked.append(dependent)
-            _schedule_auto_spawn(dependent)
+            hooks.ticket_ready.send(ticket=dependent)
             publish_on_commit(
                 "ticket.unblocked", workflow=dependent.workflow.slug, ticket=dependent.public_id,
                 payload={**payloads.ticket_summary(dependent), "unblocked_by": ticket.public_id},
@@ -523,7 +501,7 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
     return ticket_resolve(actor=actor, ticket_id=ticket.id, resolution_comment=comment or f"Duplicate of {original.public_id}.")
 
 
-# --- workflow settings (issue 7: admin triage) ------------------------------------------------------
+# --- workflow settings --------------------------------------------------------------------------
 
 
 @transaction.atomic

@@ -19,6 +19,8 @@ from django.core.management.base import BaseCommand
 
 from agents import services as agent_services
 from agents.models import Agent
+from tasks.models import Task
+from tickets.models import Ticket
 from tickets.services import workflow_get_or_create
 
 WORKFLOW = "demo"
@@ -77,11 +79,9 @@ class Command(BaseCommand):
         self.stdout.write(f"[{time.monotonic() - self.started:6.2f}s] {text}")
 
     def handle(self, *args, **options):
+        from agents.agent_side.mcp_client import MCPClient
+        from agents.agent_side.scripted_brain import scripted_llm
         from agents.launcher import execute_run, launch_worker
-        from agents.mcp_client import MCPClient
-        from agents.scripted_brain import scripted_llm
-        from tasks.models import Task
-        from tickets.models import Ticket
 
         self.started = time.monotonic()
         mcp_url = options["url"] or settings.MCP_SERVER_URL

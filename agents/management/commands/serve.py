@@ -15,6 +15,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from omoi_site.embedded_db import restart_embedded_server_if_stopped
+
 WORKER_BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
 WORKER_HEALTHY_AFTER_SECONDS = 60  # a worker that ran this long resets the backoff
 WATCH_INTERVAL_SECONDS = 0.5
@@ -68,8 +70,6 @@ class Supervisor:
 
     def _keep_embedded_database_running(self) -> float:
         """Seconds until the next check: 2 while healthy, 3 after a failed restart."""
-        from omoi_site.embedded_db import restart_embedded_server_if_stopped
-
         try:
             if restart_embedded_server_if_stopped():
                 self.stdout.write("embedded PostgreSQL had stopped; started it again")

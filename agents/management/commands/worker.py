@@ -17,11 +17,13 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
+from omoi_site.db_errors import is_database_unavailable
+
 logger = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = settings.MAINTENANCE_INTERVAL_SECONDS
-PERIODIC_JOBS = ("tasks.tasks.reap_expired_leases", "collaboration.tasks.expire_stale_handoffs")
-HOURLY_JOBS = ("agents.tasks.prune_idempotency_records", "collaboration.tasks.prune_event_records",
-               "tasks.tasks.retrain_blocker_model")
+PERIODIC_JOBS = ("tasks.jobs.reap_expired_leases", "collaboration.jobs.expire_stale_handoffs")
+HOURLY_JOBS = ("agents.jobs.prune_idempotency_records", "collaboration.jobs.prune_event_records",
+               "tasks.jobs.retrain_blocker_model")
 TICKS_PER_HOUR = max(1, 3600 // max(1, MAINTENANCE_INTERVAL_SECONDS))
 
 
@@ -62,8 +64,6 @@ def _run_surviving_database_loss(arguments: list[str]) -> None:
     """Run django-tasks-db's `db_worker`; when it dies because the database went away (it re-raises every
     OperationalError but "database is locked"), wait with backoff (1 s doubling to 10 s) and start it again,
     so the worker outlives a PostgreSQL restart. Any other error ends the worker (`serve` restarts it)."""
-    from omoi_site.db_errors import is_database_unavailable
-
     for name in ("django.tasks", "django_tasks_db"):
         logging.getLogger(name).addFilter(_WarningsAndAbove())
     pause = 1.0

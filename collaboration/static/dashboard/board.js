@@ -190,7 +190,8 @@
     applyFilter();
   }
 
-  // --- ticket and agents pages: swap server-rendered sections --------------------------------------
+  // --- swap server-rendered sections (ticket and agents pages; the board's side panels) -----------
+  var BOARD_PANEL_EVENTS = /^(ticket\.(created|resolved|blocked|unblocked)|discovery\.recorded)$/;
   var refreshTimer = null, refreshing = false, refreshAgain = false;
   function refreshSections() {
     if (refreshTimer) return;
@@ -223,8 +224,10 @@
       seen[m.id] = true;
       if (m.id > lastId) lastId = m.id;
     }
-    if (cfg.mode === "board") updateBoard(m);
-    else refreshSections();
+    if (cfg.mode === "board") {
+      updateBoard(m);
+      if (BOARD_PANEL_EVENTS.test(m.event)) refreshSections();  // At risk, Recurring discovery patterns
+    } else refreshSections();
     addFeed(m);
   }
 

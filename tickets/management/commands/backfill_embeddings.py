@@ -1,6 +1,6 @@
 """Compute embeddings that are missing or stale (text edited, provider/model switched).
 
-Embeddings are normally refreshed right after each write (tickets/tasks.py); this command catches up
+Embeddings are normally refreshed right after each write (tickets/jobs.py); this command catches up
 on whatever was missed — rows imported in bulk, a provider outage, a crash between commit and refresh,
 or every row after switching EMBEDDING_PROVIDER (the stored hash includes the model id).
 Safe to re-run and to run while the site is live: it writes only the embedding columns, and only when

@@ -12,7 +12,7 @@ observation's LLM-visible content is the server's compact JSON, and a tool error
 `is_error=True` and the server's one-line message. `mcp__list_tools` and `mcp__call_tool` reach every
 server tool, including the coordination extras (claim_next_task, accept_handoff, …).
 
-Like agents/mcp_client.py this module must import without Django: a worker in a sandbox has only httpx
+Like agents/agent_side/mcp_client.py this module must import without Django: a worker in a sandbox has only httpx
 and the OpenHands SDK. `tests/test_mcp_tools.py` compares every action with the live server's schemas.
 
 SDK facts this module relies on (openhands-sdk 1.58):
@@ -52,7 +52,7 @@ from openhands.sdk.tool import (
 )
 from pydantic import Field
 
-from agents.mcp_client import MCPClient, MCPError, MCPToolError, RetryPolicy
+from agents.agent_side.mcp_client import MCPClient, MCPError, MCPToolError, RetryPolicy
 
 if TYPE_CHECKING:
     from openhands.sdk.conversation import LocalConversation

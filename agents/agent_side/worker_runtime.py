@@ -53,9 +53,9 @@ def run_worker(
     from openhands.sdk import Agent, Conversation
     from openhands.sdk.event import ActionEvent, ObservationEvent
 
-    from agents.daytona_executor import detach_sandbox, sandbox_terminal_tool
-    from agents.daytona_workspace import DaytonaLocalWorkspace
-    from agents.mcp_tools import register_mcp_tools_with_agent
+    from agents.agent_side.daytona_executor import detach_sandbox, sandbox_terminal_tool
+    from agents.agent_side.daytona_workspace import DaytonaLocalWorkspace
+    from agents.agent_side.mcp_tools import register_mcp_tools_with_agent
 
     started = time.monotonic()
     outcome = WorkerOutcome(succeeded=False)

@@ -2,7 +2,8 @@
 
 from django.tasks import task
 
-from tasks import services
+from tasks import blockers, services
+from tasks.blockers import embed_discovery, train_blocker_model_now  # noqa: F401  (jobs defined beside what they run)
 
 
 @task
@@ -12,18 +13,8 @@ def reap_expired_leases() -> int:
 
 
 @task
-def embed_discovery(discovery_id: int) -> int:
-    """Embed one discovery (for similar-discovery search and blocker prediction)."""
-    from tasks.blockers import discovery_embeddings_refresh
-
-    return discovery_embeddings_refresh(discovery_ids=[discovery_id])
-
-
-@task
 def retrain_blocker_model() -> str | None:
     """Retrain the blocker model when due (N newly finished tickets, or daily); grade the ledger either
     way. Idempotent: unchanged training data returns the existing model. Returns the model version."""
-    from tasks.blockers import blocker_model_retrain_if_due
-
-    model = blocker_model_retrain_if_due()
+    model = blockers.blocker_model_retrain_if_due()
     return model.version if model is not None else None

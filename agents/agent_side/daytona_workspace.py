@@ -5,7 +5,7 @@ and the SDK's `RemoteWorkspace` needs an OpenHands agent-server running inside t
 `working_dir` stays a directory on this machine (the conversation keeps its state and persistence files
 there), while `execute_command`, `file_upload` and `file_download` — what the SDK and launchers call on a
 workspace — go to the sandbox. The agent's own `terminal` tool is routed separately, by
-`agents.daytona_executor.SandboxTerminalTool`, which picks up `workspace.sandbox` when given no params.
+`agents.agent_side.daytona_executor.SandboxTerminalTool`, which picks up `workspace.sandbox` when given no params.
 
 No Django here: a worker inside a sandbox has only httpx and the OpenHands SDK.
 """
@@ -19,7 +19,7 @@ from openhands.sdk.workspace import LocalWorkspace
 from openhands.sdk.workspace.models import CommandResult, FileOperationResult
 from pydantic import PrivateAttr
 
-from agents.sandboxes import SandboxError, SandboxHandle
+from agents.agent_side.sandbox_handle import SandboxError, SandboxHandle
 
 
 class DaytonaLocalWorkspace(LocalWorkspace):
@@ -27,7 +27,7 @@ class DaytonaLocalWorkspace(LocalWorkspace):
 
     `sandbox_id` / `sandbox_provider` are serialised with the conversation state for the record; the live
     handle is not serialisable, so after a reload it is looked up among attached sandboxes
-    (`agents.daytona_executor.attach_sandbox`).
+    (`agents.agent_side.daytona_executor.attach_sandbox`).
     """
 
     sandbox_id: str = ""
@@ -45,7 +45,7 @@ class DaytonaLocalWorkspace(LocalWorkspace):
     @property
     def sandbox(self) -> SandboxHandle:
         if self._sandbox is None:
-            from agents.daytona_executor import attached_sandbox
+            from agents.agent_side.daytona_executor import attached_sandbox
 
             self._sandbox = attached_sandbox(self.sandbox_id)
         return self._sandbox

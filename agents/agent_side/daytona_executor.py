@@ -2,7 +2,7 @@
 
 A local OpenHands `Conversation` runs its tools in the process that owns it and only accepts a
 `LocalWorkspace`, so the way to make an agent's shell commands run inside a Daytona sandbox is a terminal
-tool whose executor calls `sandbox.process.exec` (through `agents.sandboxes.SandboxHandle.exec`).
+tool whose executor calls `sandbox.process.exec` (through `SandboxHandle.exec`).
 `openhands-tools` (which ships the tmux-based `TerminalTool`) is not a dependency of this project, so this
 module defines the tool with the same shape as that one: the LLM sees a tool named `terminal` taking
 `command` / `timeout`, and gets back the output, the exit code and the working directory.
@@ -41,7 +41,7 @@ from openhands.sdk.tool import (
 )
 from pydantic import Field
 
-from agents.sandboxes import SandboxError, SandboxHandle
+from agents.agent_side.sandbox_handle import SandboxError, SandboxHandle
 
 if TYPE_CHECKING:
     from openhands.sdk.conversation import LocalConversation
