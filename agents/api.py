@@ -22,6 +22,8 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
+from omoi_site.domain import task_public_id, ticket_public_id
+from omoi_site.payloads import iso
 from tickets.selectors import workflow_get, workflow_ids_for
 
 TAG = ["agents"]
@@ -29,24 +31,21 @@ AGENT_ID_PARAM = OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter
 RUN_ID_PARAM = OpenApiParameter("run_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. RUN-4 (or 4)")
 
 
-def _iso(value):
-    return value.isoformat(timespec="seconds") if value else None
-
 
 def sandbox_run_payload(run) -> dict:
     return {
         "run_id": f"RUN-{run.id}",
         "agent_id": run.agent_id,
         "workflow_id": run.workflow.slug,
-        "task_id": f"TSK-{run.task_id}" if run.task_id else None,
-        "ticket_id": f"TKT-{run.ticket_id}" if run.ticket_id else None,
+        "task_id": task_public_id(run.task_id),
+        "ticket_id": ticket_public_id(run.ticket_id),
         "template": run.template,
         "provider": run.provider,
         "sandbox_id": run.sandbox_id or None,
         "status": run.status,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
         "exit_code": run.exit_code,
         "sandbox_seconds": run.sandbox_seconds,
         "llm_prompt_tokens": run.llm_prompt_tokens,

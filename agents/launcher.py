@@ -23,7 +23,7 @@ from agents import services as agent_services
 from agents.agent_templates import get_template
 from agents.models import Agent, AgentToken, SandboxRun
 from agents.selectors import workflow_budget_refusal
-from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent
+from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent, task_public_id, ticket_public_id
 from omoi_site.events import publish_on_commit
 from tasks.models import Task
 from tasks.selectors import task_get
@@ -37,7 +37,7 @@ ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING
 
 def _run_payload(run: SandboxRun) -> dict:
     return {
-        "run_id": run.pk, "agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}" if run.task_id else None,
+        "run_id": run.pk, "agent_id": run.agent_id, "task_id": task_public_id(run.task_id),
         "provider": run.provider, "status": run.status, "sandbox_id": run.sandbox_id or None,
         "sandbox_seconds": round(run.sandbox_seconds, 1), "llm_tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
     }
@@ -126,8 +126,8 @@ def _llm_for(run: SandboxRun, token: str, playbook_command: str | None):
     from agents.agent_side.scripted_brain import scripted_llm, task_worker_playbook
 
     return scripted_llm(task_worker_playbook(
-        agent_id=run.agent_id, task_id=f"TSK-{run.task_id}", ticket_id=f"TKT-{run.ticket_id}",
-        command=playbook_command or "ls -la && echo work-done", discovery=f"noticed while working on TSK-{run.task_id}",
+        agent_id=run.agent_id, task_id=task_public_id(run.task_id), ticket_id=ticket_public_id(run.ticket_id),
+        command=playbook_command or "ls -la && echo work-done", discovery=f"noticed while working on {task_public_id(run.task_id)}",
     ), final_message="Task completed.")
 
 
@@ -147,7 +147,7 @@ def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -
         token = agent_services.agent_token_issue(agent=run.agent, label=f"sandbox-run-{run_id}", ttl_seconds=spec.max_run_seconds + 300)
         token_prefix = token[:12]
         environment = {
-            "MCP_SERVER_URL": settings.MCP_SERVER_URL, "AGENT_ID": run.agent_id, "TASK_ID": f"TSK-{run.task_id}",
+            "MCP_SERVER_URL": settings.MCP_SERVER_URL, "AGENT_ID": run.agent_id, "TASK_ID": task_public_id(run.task_id),
             "OMOIOS_AGENT_TOKEN": token,
         }
         sandbox = provider.create(labels={"omoios-run": str(run_id), "agent": run.agent_id}, env=environment)
@@ -156,13 +156,13 @@ def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -
         Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.RUNNING, last_heartbeat=timezone.now())
         from agents.agent_side.worker_runtime import run_worker
 
-        brief = (f"Work on task TSK-{run.task_id} of ticket TKT-{run.ticket_id} in workflow '{run.workflow.slug}'. "
+        brief = (f"Work on task {task_public_id(run.task_id)} of ticket {ticket_public_id(run.ticket_id)} in workflow '{run.workflow.slug}'. "
                  f"You are {run.agent_id}; your sandbox is {sandbox.sandbox_id}.")
         outcome = run_worker(
             llm=llm or _llm_for(run, token, playbook_command), mcp_url=settings.MCP_SERVER_URL, token=token, sandbox=sandbox,
             working_dir=settings.BASE_DIR / ".data" / "conversations" / f"run-{run_id}", brief=brief,
-            system_prompt=spec.system_prompt(agent_id=run.agent_id, workflow=run.workflow.slug, task_id=f"TSK-{run.task_id}",
-                                             ticket_id=f"TKT-{run.ticket_id}"),
+            system_prompt=spec.system_prompt(agent_id=run.agent_id, workflow=run.workflow.slug, task_id=task_public_id(run.task_id),
+                                             ticket_id=ticket_public_id(run.ticket_id)),
             max_iterations=spec.max_iterations, command_timeout=spec.command_timeout_seconds,
         )
         task_done = Task.objects.filter(pk=run.task_id, status=Task.Status.COMPLETED).exists()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from omoi_site.domain import task_public_id, ticket_public_id
+from omoi_site.payloads import iso
+
 
 def trajectory_payload(agent, events) -> dict:
     return {
@@ -13,8 +16,8 @@ def trajectory_payload(agent, events) -> dict:
                 for key, value in {
                     "at": event.created_at.isoformat(timespec="seconds"),
                     "event": event.event_type,
-                    "task_id": f"TSK-{event.task_id}" if event.task_id else None,
-                    "ticket_id": f"TKT-{event.ticket_id}" if event.ticket_id else None,
+                    "task_id": task_public_id(event.task_id),
+                    "ticket_id": ticket_public_id(event.ticket_id),
                     "payload": event.payload or None,
                 }.items()
                 if value is not None
@@ -23,9 +26,6 @@ def trajectory_payload(agent, events) -> dict:
         ],
     }
 
-
-def _iso(value):
-    return value.isoformat(timespec="seconds") if value else None
 
 
 def agent_payload(agent, *, visible_workflow_ids: set[int] | None = None) -> dict:
@@ -39,6 +39,6 @@ def agent_payload(agent, *, visible_workflow_ids: set[int] | None = None) -> dic
         "workflows": sorted(
             w.slug for w in agent.workflows.all() if visible_workflow_ids is None or w.id in visible_workflow_ids
         ),
-        "last_heartbeat": _iso(agent.last_heartbeat),
-        "created_at": _iso(agent.created_at),
+        "last_heartbeat": iso(agent.last_heartbeat),
+        "created_at": iso(agent.created_at),
     }

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentEvent, AgentToken
 from agents.selectors import hash_token
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, task_public_id
 from omoi_site.events import publish_on_commit
 from tickets.models import Workflow
 
@@ -94,7 +94,7 @@ def agent_report_event(*, agent: Agent, event_type: str, payload: dict | None = 
 
     for workflow in agent.workflows.all():
         publish_on_commit("agent.event", workflow=workflow.slug, payload={"agent_id": agent.agent_id, "event_type": event.event_type,
-                          "task_id": f"TSK-{task.pk}" if task is not None else None}, agents=[agent.agent_id])
+                          "task_id": task_public_id(task.pk) if task is not None else None}, agents=[agent.agent_id])
     return event
 
 

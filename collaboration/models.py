@@ -5,6 +5,8 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 
+from omoi_site.domain import handoff_public_id, task_public_id
+
 
 class Message(models.Model):
     """A direct message (recipient set) or a broadcast to every other agent of the workflow (recipient null).
@@ -110,11 +112,11 @@ class Handoff(models.Model):
 
 
     def __str__(self) -> str:
-        return f"{self.public_id} TSK-{self.task_id} {self.from_agent_id} → {self.to_agent_id} ({self.status})"
+        return f"{self.public_id} {task_public_id(self.task_id)} {self.from_agent_id} → {self.to_agent_id} ({self.status})"
 
     @property
     def public_id(self) -> str:
-        return f"HND-{self.pk}"
+        return handoff_public_id(self.pk)
 
     def can_transition_to(self, new_status: str) -> bool:
         return new_status in self.TRANSITIONS[self.Status(self.status)]

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from omoi_site.domain import TASK_PREFIX, task_public_id, ticket_public_id
 from tickets.models import EMBEDDING_DIMENSIONS, Phase
 
 
@@ -16,7 +17,7 @@ class Task(models.Model):
     a holder whose token is stale (the lease expired and someone else claimed) has its writes refused.
     """
 
-    PUBLIC_PREFIX = "TSK"
+    PUBLIC_PREFIX = TASK_PREFIX
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -103,7 +104,7 @@ class Task(models.Model):
 
     @property
     def public_id(self) -> str:
-        return f"{self.PUBLIC_PREFIX}-{self.pk}"
+        return task_public_id(self.pk)
 
     def can_transition_to(self, new_status: str) -> bool:
         return new_status in self.TRANSITIONS[self.Status(self.status)]
@@ -170,7 +171,7 @@ class Discovery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.discovery_type} on TSK-{self.source_task_id}"
+        return f"{self.discovery_type} on {task_public_id(self.source_task_id)}"
 
 
 class TaskEvent(models.Model):
@@ -190,7 +191,7 @@ class TaskEvent(models.Model):
         indexes = [models.Index(fields=["task", "created_at"])]
 
     def __str__(self) -> str:
-        return f"TSK-{self.task_id} {self.event_type}"
+        return f"{task_public_id(self.task_id)} {self.event_type}"
 
 
 class BlockerModel(models.Model):
@@ -276,7 +277,7 @@ class BlockerPrediction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.moment} {self.model_version}"
+        return f"{ticket_public_id(self.ticket_id)} {self.moment} {self.model_version}"
 
     @property
     def is_revealable(self) -> bool:

@@ -24,6 +24,8 @@ from omoi_site.domain import (
     is_agent,
     require_choice,
     require_text,
+    task_public_id,
+    ticket_public_id,
 )
 from omoi_site.events import publish_on_commit
 from tasks import hooks, payloads, selectors
@@ -50,7 +52,7 @@ def _trajectory(actor, event_type: str, task: Task, payload: dict | None = None)
 
 def _publish(event: str, task: Task, extra: dict | None = None, agents: list[str] | None = None) -> None:
     publish_on_commit(
-        event, workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+        event, workflow=task.workflow.slug, ticket=ticket_public_id(task.ticket_id),
         payload={**payloads.task_payload(task), **(extra or {})},
         agents=[a for a in (agents or [task.claimed_by_id, task.assigned_agent_id]) if a],
     )
@@ -306,7 +308,7 @@ def task_update_status(
                 raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
             waiting = list(task.depends_on.exclude(status=Task.Status.COMPLETED).order_by("id").values_list("id", "status"))
             if waiting:
-                listed = ", ".join(f"TSK-{pk} ({state})" for pk, state in waiting)
+                listed = ", ".join(f"{task_public_id(pk)} ({state})" for pk, state in waiting)
                 raise Conflict(f"task {task.public_id} waits for {listed}; use claim_next_task to get ready work.")
             lease_grant(task, actor, now=now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, ticket_public_id
 from tickets import services
 from tickets.models import Ticket
 
@@ -33,7 +33,7 @@ def _each(ticket_ids, apply) -> list:
             with transaction.atomic():
                 results.append(apply(pk))
         except DomainError as error:
-            reasons.append((f"{Ticket.PUBLIC_PREFIX}-{pk}", error.message))
+            reasons.append((ticket_public_id(pk), error.message))
     if reasons:
         raise BulkRefused(reasons, len(ordered))  # leaving the outer atomic block rolls every ticket back
     return results

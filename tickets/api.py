@@ -27,7 +27,7 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, ticket_public_id
 from tasks import blockers
 from tickets import payloads, selectors, services
 from tickets.models import Ticket, TicketComment
@@ -409,7 +409,7 @@ class ReadyTicketsView(ApiView):
             {
                 "ready": [payloads.ticket_summary(t) for t in split["ready"]],
                 "not_ready": [
-                    {**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]}
+                    {**payloads.ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]}
                     for t, ids in split["not_ready"]
                 ],
             }
@@ -626,7 +626,7 @@ class TicketCommitsView(ApiView):
             commit_message=data.get("commit_message", ""),
         )
         return Response(
-            {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created},
+            {"ticket_id": ticket_public_id(link.ticket_id), "commit_sha": link.commit_sha, "already_linked": not created},
             status=201 if created else 200,
         )
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from omoi_site.domain import ticket_public_id
 from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
 from tasks import blockers
 from tickets import payloads, selectors, services
@@ -182,7 +183,7 @@ def add_ticket_comment(
     act_as(caller, agent_id)
     comment = services.comment_add(actor=caller, ticket_id=ticket_id, comment_text=comment_text, comment_type=comment_type,
                                    mentions=mentions, attachments=attachments)
-    return {"ticket_id": f"TKT-{comment.ticket_id}", "comment": payloads.comment_payload(comment)}
+    return {"ticket_id": ticket_public_id(comment.ticket_id), "comment": payloads.comment_payload(comment)}
 
 
 @mcp_tool()
@@ -209,7 +210,7 @@ def link_commit(caller, ticket_id: TicketId, commit_sha: CommitSha, commit_messa
     """Link a git commit to a ticket."""
     act_as(caller, agent_id)
     link, created = services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or "")
-    return {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created}
+    return {"ticket_id": ticket_public_id(link.ticket_id), "commit_sha": link.commit_sha, "already_linked": not created}
 
 
 @mcp_tool(read_only=True)
@@ -227,5 +228,5 @@ def get_ready_tickets(caller, workflow_id: WorkflowSlug, limit: Annotated[int, F
     split = selectors.ready_tickets(workflow=workflow, limit=limit)
     return {
         "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-        "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]} for t, ids in split["not_ready"]],
+        "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]} for t, ids in split["not_ready"]],
     }

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
+from omoi_site.domain import TICKET_PREFIX, ticket_public_id
+
 EMBEDDING_DIMENSIONS = 384
 
 
@@ -53,7 +55,7 @@ class Ticket(models.Model):
     the underlying status is kept so work resumes where it stopped.
     """
 
-    PUBLIC_PREFIX = "TKT"
+    PUBLIC_PREFIX = TICKET_PREFIX
 
     class Status(models.TextChoices):
         BACKLOG = "backlog"
@@ -158,7 +160,7 @@ class Ticket(models.Model):
 
     @property
     def public_id(self) -> str:
-        return f"{self.PUBLIC_PREFIX}-{self.pk}"
+        return ticket_public_id(self.pk)
 
     def allowed_next_statuses(self) -> list[str]:
         return sorted(str(s) for s in self.TRANSITIONS[self.Status(self.status)])
@@ -183,7 +185,7 @@ class TicketDependency(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} blocked by TKT-{self.blocker_id}"
+        return f"{ticket_public_id(self.ticket_id)} blocked by {ticket_public_id(self.blocker_id)}"
 
 
 class TicketComment(models.Model):
@@ -216,7 +218,7 @@ class TicketComment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"comment on TKT-{self.ticket_id}"
+        return f"comment on {ticket_public_id(self.ticket_id)}"
 
 
 class TicketEvent(models.Model):
@@ -237,7 +239,7 @@ class TicketEvent(models.Model):
         indexes = [models.Index(fields=["ticket", "created_at"])]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.event_type} {self.field}".strip()
+        return f"{ticket_public_id(self.ticket_id)} {self.event_type} {self.field}".strip()
 
 
 class CommitLink(models.Model):
@@ -255,7 +257,7 @@ class CommitLink(models.Model):
         constraints = [models.UniqueConstraint(fields=["ticket", "commit_sha"], name="commit_link_unique")]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.commit_sha[:10]}"
+        return f"{ticket_public_id(self.ticket_id)} {self.commit_sha[:10]}"
 
 
 class PhaseTransition(models.Model):
@@ -273,4 +275,4 @@ class PhaseTransition(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.from_phase} → {self.to_phase}"
+        return f"{ticket_public_id(self.ticket_id)} {self.from_phase} → {self.to_phase}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from agents.selectors import STAFF_WORKFLOW_GROUP_PREFIX, can_access_workflow, scoped_to_actor, workflow_ids_for  # noqa: F401  (identity's rules, used here and by importers of this module)
-from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
+from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id, ticket_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
@@ -35,7 +35,7 @@ def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: boo
     ticket = queryset.filter(pk=pk).first()
     visible = getattr(ticket, "actor_is_member", None)
     if ticket is None or not (visible if visible is not None else can_access_workflow(actor, ticket.workflow_id)):
-        raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
+        raise NotFound(f"No ticket {ticket_public_id(pk)} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
     return ticket
 
 

@@ -23,6 +23,7 @@ from omoi_site.domain import (
     is_agent,
     require_choice,
     require_text,
+    ticket_public_id,
 )
 from omoi_site.events import publish_on_commit
 from tickets import hooks, payloads, selectors
@@ -252,7 +253,7 @@ def ticket_update(
             parent = selectors.ticket_get(ticket_id=value, actor=actor, argument="updates.parent_ticket_id") if value else None
             if parent is not None and (parent.id == ticket.id or parent.workflow_id != ticket.workflow_id):
                 raise DomainError("updates.parent_ticket_id must be another ticket of the same workflow.")
-            old = f"TKT-{ticket.parent_id}" if ticket.parent_id else None
+            old = ticket_public_id(ticket.parent_id)
             if ticket.parent_id != (parent.id if parent else None):
                 ticket.parent = parent
                 _record(ticket, actor, "updated", field="parent", old=old, new=parent.public_id if parent else None, comment=update_comment)
@@ -280,7 +281,7 @@ def ticket_update(
 
 def _open_blocker_text(ticket: Ticket) -> str:
     ids = selectors.ticket_open_blocker_ids(ticket_id=ticket.id)
-    return ", ".join(f"TKT-{i}" for i in ids)
+    return ", ".join(ticket_public_id(i) for i in ids)
 
 
 @transaction.atomic
@@ -388,7 +389,7 @@ def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
         raise Conflict(f"{ticket.public_id} is already blocked by {blocker.public_id}.")
     path = selectors.dependency_path(start_id=blocker.id, target_id=ticket.id)
     if path is not None:
-        cycle = " → ".join(f"TKT-{pk}" for pk in [ticket.id, *path])
+        cycle = " → ".join(ticket_public_id(pk) for pk in [ticket.id, *path])
         raise Conflict(f"adding {ticket.public_id} blocked by {blocker.public_id} would create a cycle: {cycle} (each blocked by the next).")
     ticket = selectors.ticket_get(ticket_id=ticket.id, actor=actor, for_update=True)
     try:
