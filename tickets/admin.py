@@ -599,7 +599,7 @@ class TicketAdmin(ServiceAdmin):
             elif op == "blocker_add":
                 blocked = services.dependency_add(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"{ticket.public_id} is now blocked by {request.POST.get('blocked_by')}"
-                                  f"{'' if blocked.is_blocked else ' (already done, so it does not block)'}.", messages.SUCCESS)
+                                  f"{'' if blocked.ticket.is_blocked else ' (already done, so it does not block)'}.", messages.SUCCESS)
             elif op == "blocker_remove":
                 services.dependency_remove(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"Removed blocker {request.POST.get('blocked_by')} from {ticket.public_id}.", messages.SUCCESS)

@@ -27,7 +27,7 @@ from omoi_site.api_support import (
     validated,
     validated_query,
 )
-from omoi_site.domain import DomainError, ticket_public_id
+from omoi_site.domain import DomainError
 from tasks import blockers
 from tickets import payloads, selectors, services
 from tickets.models import Ticket, TicketComment
@@ -404,16 +404,7 @@ class ReadyTicketsView(ApiView):
     def get(self, request):
         query = validated_query(ReadyQuery, request)
         workflow = selectors.workflow_get(slug=query["workflow"], actor=request.user)
-        split = selectors.ready_tickets(workflow=workflow, limit=query["limit"])
-        return Response(
-            {
-                "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-                "not_ready": [
-                    {**payloads.ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]}
-                    for t, ids in split["not_ready"]
-                ],
-            }
-        )
+        return Response(payloads.ready_tickets_payload(selectors.ready_tickets(workflow=workflow, limit=query["limit"])))
 
 
 class TicketDetailView(ApiView):
@@ -458,13 +449,13 @@ class TicketDetailView(ApiView):
             raise DomainError(f"If-Match ({header_version}) and version ({body_version}) disagree; send one of them.")
         expected = header_version if header_version is not None else body_version
         updates = {key: data[key] for key in EDITABLE if key in data}
-        ticket, _changed = services.ticket_update(
+        ticket = services.ticket_update(
             actor=request.user,
             ticket_id=ticket_id,
             updates=updates,
             update_comment=data.get("update_comment", ""),
             expected_version=expected,
-        )
+        ).ticket
         ticket = selectors.ticket_get(ticket_id=ticket.id, actor=request.user)
         return _with_etag(_detail(ticket), ticket.version)
 
@@ -481,21 +472,14 @@ class TicketStatusView(ApiView):
     def post(self, request, ticket_id):
         data = validated(StatusChangeRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_change_status(
+        transition = services.ticket_change_status(
             actor=request.user,
             ticket_id=ticket_id,
             new_status=data["new_status"],
             comment=data["comment"],
             commit_sha=data.get("commit_sha"),
         )
-        result = {
-            "ticket": payloads.ticket_summary(ticket),
-            "phase": ticket.phase,
-            "allowed_next_statuses": ticket.allowed_next_statuses(),
-        }
-        if getattr(ticket, "unblocked_ticket_ids", None):
-            result["unblocked"] = ticket.unblocked_ticket_ids
-        return Response(result, headers={"ETag": etag(ticket.version)})
+        return _with_etag(payloads.ticket_transition_payload(transition), transition.ticket.version)
 
 
 class TicketResolveView(ApiView):
@@ -510,16 +494,13 @@ class TicketResolveView(ApiView):
     def post(self, request, ticket_id):
         data = validated(ResolveRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_resolve(
+        transition = services.ticket_resolve(
             actor=request.user,
             ticket_id=ticket_id,
             resolution_comment=data["resolution_comment"],
             commit_sha=data.get("commit_sha"),
         )
-        return Response(
-            {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids},
-            headers={"ETag": etag(ticket.version)},
-        )
+        return _with_etag(payloads.ticket_transition_payload(transition), transition.ticket.version)
 
 
 class TicketCommentsView(ApiView):
@@ -571,16 +552,10 @@ class TicketDependenciesView(ApiView):
     def post(self, request, ticket_id):
         data = validated(DependencyRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.dependency_add(
+        change = services.dependency_add(
             actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=data["blocked_by_ticket_id"]
         )
-        return Response(
-            {
-                "ticket": payloads.ticket_summary(ticket),
-                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
-            },
-            status=201,
-        )
+        return Response(payloads.dependency_change_payload(change), status=201)
 
 
 class TicketDependencyDetailView(ApiView):
@@ -598,13 +573,8 @@ class TicketDependencyDetailView(ApiView):
         summary="Remove a blocker from a ticket",
     )
     def delete(self, request, ticket_id, blocker_id):
-        ticket = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
-        return Response(
-            {
-                "ticket": payloads.ticket_summary(ticket),
-                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
-            }
-        )
+        change = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
+        return Response(payloads.dependency_change_payload(change))
 
 
 class TicketCommitsView(ApiView):
@@ -619,16 +589,13 @@ class TicketCommitsView(ApiView):
     def post(self, request, ticket_id):
         data = validated(CommitLinkRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        link, created = services.commit_link(
+        linked = services.commit_link(
             actor=request.user,
             ticket_id=ticket_id,
             commit_sha=data["commit_sha"],
             commit_message=data.get("commit_message", ""),
         )
-        return Response(
-            {"ticket_id": ticket_public_id(link.ticket_id), "commit_sha": link.commit_sha, "already_linked": not created},
-            status=201 if created else 200,
-        )
+        return Response(payloads.commit_linked_payload(linked), status=201 if linked.created else 200)
 
 
 class TicketHistoryView(ApiView):
@@ -641,12 +608,7 @@ class TicketHistoryView(ApiView):
     )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response(
-            {
-                "ticket_id": ticket.public_id,
-                "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)],
-            }
-        )
+        return Response(payloads.ticket_history_payload(ticket, selectors.ticket_history(ticket=ticket)))
 
 
 class TicketPhaseHistoryView(ApiView):
@@ -659,10 +621,4 @@ class TicketPhaseHistoryView(ApiView):
     )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response(
-            {
-                "ticket_id": ticket.public_id,
-                "phase": ticket.phase,
-                "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)],
-            }
-        )
+        return Response(payloads.phase_history_payload(ticket, selectors.phase_history(ticket=ticket)))

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from omoi_site.domain import ticket_public_id
 from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
 from tasks import blockers
 from tickets import payloads, selectors, services
@@ -103,7 +102,7 @@ def get_tickets(
 def get_ticket_history(caller, ticket_id: TicketId) -> dict:
     """A ticket's full audit trail: who changed which field when, from what to what."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    return {"ticket_id": ticket.public_id, "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)]}
+    return payloads.ticket_history_payload(ticket, selectors.ticket_history(ticket=ticket))
 
 
 @mcp_tool()
@@ -116,10 +115,9 @@ def update_ticket(
 ) -> dict:
     """Edit ticket fields (not status: use change_ticket_status)."""
     act_as(caller, agent_id)
-    ticket, changed = services.ticket_update(
+    return payloads.ticket_edit_payload(services.ticket_update(
         actor=caller, ticket_id=ticket_id, updates=updates, update_comment=update_comment or "", expected_version=expected_version
-    )
-    return {"ticket": payloads.ticket_summary(ticket), "changed": changed, "version": ticket.version}
+    ))
 
 
 @mcp_tool()
@@ -132,11 +130,8 @@ def change_ticket_status(
 ) -> dict:
     """Move a ticket along backlog→analyzing→building→building-done→testing→done (testing→building allowed)."""
     act_as(caller, agent_id)
-    ticket = services.ticket_change_status(actor=caller, ticket_id=ticket_id, new_status=new_status, comment=comment, commit_sha=commit_sha)
-    result = {"ticket": payloads.ticket_summary(ticket), "phase": ticket.phase, "allowed_next_statuses": ticket.allowed_next_statuses()}
-    if getattr(ticket, "unblocked_ticket_ids", None):
-        result["unblocked"] = ticket.unblocked_ticket_ids
-    return result
+    return payloads.ticket_transition_payload(services.ticket_change_status(
+        actor=caller, ticket_id=ticket_id, new_status=new_status, comment=comment, commit_sha=commit_sha))
 
 
 @mcp_tool()
@@ -144,8 +139,8 @@ def resolve_ticket(caller, ticket_id: TicketId, resolution_comment: Comment10, c
 ) -> dict:
     """Close a ticket as done from any open status; unblocks tickets it was blocking."""
     act_as(caller, agent_id)
-    ticket = services.ticket_resolve(actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha)
-    return {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids}
+    return payloads.ticket_transition_payload(services.ticket_resolve(
+        actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha))
 
 
 @mcp_tool(read_only=True)
@@ -183,7 +178,7 @@ def add_ticket_comment(
     act_as(caller, agent_id)
     comment = services.comment_add(actor=caller, ticket_id=ticket_id, comment_text=comment_text, comment_type=comment_type,
                                    mentions=mentions, attachments=attachments)
-    return {"ticket_id": ticket_public_id(comment.ticket_id), "comment": payloads.comment_payload(comment)}
+    return payloads.comment_added_payload(comment)
 
 
 @mcp_tool()
@@ -191,8 +186,8 @@ def add_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: Tic
 ) -> dict:
     """Mark ticket_id as blocked by blocked_by_ticket_id (cycles are refused)."""
     act_as(caller, agent_id)
-    ticket = services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
-    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+    return payloads.dependency_change_payload(
+        services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id))
 
 
 @mcp_tool(destructive=True)
@@ -200,8 +195,8 @@ def remove_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: 
 ) -> dict:
     """Remove a blocker from a ticket."""
     act_as(caller, agent_id)
-    ticket = services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
-    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+    return payloads.dependency_change_payload(
+        services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id))
 
 
 @mcp_tool()
@@ -209,24 +204,19 @@ def link_commit(caller, ticket_id: TicketId, commit_sha: CommitSha, commit_messa
 ) -> dict:
     """Link a git commit to a ticket."""
     act_as(caller, agent_id)
-    link, created = services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or "")
-    return {"ticket_id": ticket_public_id(link.ticket_id), "commit_sha": link.commit_sha, "already_linked": not created}
+    return payloads.commit_linked_payload(
+        services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or ""))
 
 
 @mcp_tool(read_only=True)
 def get_phase_history(caller, ticket_id: TicketId) -> dict:
     """A ticket's phase transitions (backlog→requirements→…→done) with who and why."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    return {"ticket_id": ticket.public_id, "phase": ticket.phase,
-            "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)]}
+    return payloads.phase_history_payload(ticket, selectors.phase_history(ticket=ticket))
 
 
 @mcp_tool(read_only=True)
 def get_ready_tickets(caller, workflow_id: WorkflowSlug, limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict:
     """Open tickets with no open blocker (ready), and the blocked ones with the ids blocking them."""
     workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
-    split = selectors.ready_tickets(workflow=workflow, limit=limit)
-    return {
-        "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-        "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]} for t, ids in split["not_ready"]],
-    }
+    return payloads.ready_tickets_payload(selectors.ready_tickets(workflow=workflow, limit=limit))

@@ -98,3 +98,50 @@ def phase_payload(transition) -> dict:
             "reason": transition.reason,
         }
     )
+
+
+# --- results of the write services (tickets.services' typed results), the same JSON through MCP and REST ---
+
+
+def ticket_transition_payload(transition) -> dict:
+    """A status change or resolution: the ticket, its phase, where it may go next, and whom it unblocked."""
+    ticket = transition.ticket
+    return {
+        "ticket": ticket_summary(ticket),
+        "phase": ticket.phase,
+        "allowed_next_statuses": ticket.allowed_next_statuses(),
+        "unblocked": transition.unblocked_ticket_ids,
+    }
+
+
+def ticket_edit_payload(edit) -> dict:
+    return {"ticket": ticket_summary(edit.ticket), "changed": edit.changed, "version": edit.ticket.version}
+
+
+def dependency_change_payload(change) -> dict:
+    return {"ticket": ticket_summary(change.ticket), "blocked_by": change.blocked_by_ticket_ids}
+
+
+def commit_linked_payload(linked) -> dict:
+    return {"ticket_id": ticket_public_id(linked.link.ticket_id), "commit_sha": linked.link.commit_sha,
+            "already_linked": not linked.created}
+
+
+def comment_added_payload(comment) -> dict:
+    return {"ticket_id": ticket_public_id(comment.ticket_id), "comment": comment_payload(comment)}
+
+
+def ready_tickets_payload(split) -> dict:
+    """selectors.ready_tickets: the ready ones, and the others with the ids they wait for."""
+    return {
+        "ready": [ticket_summary(t) for t in split["ready"]],
+        "not_ready": [{**ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]} for t, ids in split["not_ready"]],
+    }
+
+
+def ticket_history_payload(ticket, events) -> dict:
+    return {"ticket_id": ticket.public_id, "events": [event_payload(e) for e in events]}
+
+
+def phase_history_payload(ticket, transitions) -> dict:
+    return {"ticket_id": ticket.public_id, "phase": ticket.phase, "transitions": [phase_payload(p) for p in transitions]}

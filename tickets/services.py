@@ -8,7 +8,7 @@ and publishes realtime events only after commit.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -47,6 +47,37 @@ def workflow_get_or_create(*, slug: str, name: str = "") -> Workflow:
         raise DomainError(f"workflow slug must be lowercase letters, digits and dashes (e.g. 'my-project'); got {slug!r}.")
     workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": name or slug})
     return workflow
+
+
+# --- typed results (one payload builder each in tickets.payloads, shared by MCP and REST) -----------
+
+
+class TicketTransition(NamedTuple):
+    """A status change or resolution: the ticket after it, and the dependents it unblocked (public ids)."""
+
+    ticket: Ticket
+    unblocked_ticket_ids: list[str]
+
+
+class TicketEdit(NamedTuple):
+    """An edit: the ticket after it and the fields that actually changed."""
+
+    ticket: Ticket
+    changed: list[str]
+
+
+class DependencyChange(NamedTuple):
+    """A blocker added or removed: the ticket after it and the ids of all its blockers now."""
+
+    ticket: Ticket
+    blocked_by_ticket_ids: list[str]
+
+
+class CommitLinked(NamedTuple):
+    """A commit linked to a ticket; `created` is false when it was already linked (idempotent)."""
+
+    link: CommitLink
+    created: bool
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -193,7 +224,7 @@ def ticket_create(
 @transaction.atomic
 def ticket_update(
     *, actor, ticket_id, updates: dict, update_comment: str = "", expected_version: int | None = None
-) -> tuple[Ticket, list[str]]:
+) -> TicketEdit:
     """Edit a ticket's editable fields (not its status); one history row per changed field.
 
     `updates` may carry `add_tags` / `remove_tags` instead of `tags`: they are applied to the tags stored
@@ -276,7 +307,7 @@ def ticket_update(
             payload={**payloads.ticket_summary(ticket), "changed": [c for c in changed if c != "priority_rank"]},
             agents=_event_agents(ticket),
         )
-    return ticket, [c for c in changed if c != "priority_rank"]
+    return TicketEdit(ticket, [c for c in changed if c != "priority_rank"])
 
 
 def _open_blocker_text(ticket: Ticket) -> str:
@@ -285,7 +316,7 @@ def _open_blocker_text(ticket: Ticket) -> str:
 
 
 @transaction.atomic
-def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, commit_sha: str | None = None) -> Ticket:
+def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, commit_sha: str | None = None) -> TicketTransition:
     """Move a ticket along the status machine (recording phase changes); 'done' goes through resolve."""
     comment = require_text(comment, argument="comment", min_length=COMMENT_MIN, max_length=DESCRIPTION_MAX)
     if new_status not in Ticket.Status.values:
@@ -313,13 +344,13 @@ def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, com
         payload={**payloads.ticket_summary(ticket), "old_status": old_status, "by": actor_label(actor)},
         agents=_event_agents(ticket),
     )
-    return ticket
+    return TicketTransition(ticket, [])
 
 
 @transaction.atomic
 def ticket_resolve(
     *, actor, ticket_id, resolution_comment: str, commit_sha: str | None = None, via_status_change: bool = False
-) -> Ticket:
+) -> TicketTransition:
     """Close a ticket as done and, in the same transaction, unblock every dependent whose last open
     blocker this was (each gets a history row and a `ticket.unblocked` event to its assignee)."""
     resolution_comment = require_text(resolution_comment, argument="comment" if via_status_change else "resolution_comment",
@@ -345,15 +376,14 @@ def ticket_resolve(
     if commit_sha:
         _link_commit(ticket, actor, commit_sha, resolution_comment)
     _bump_version(ticket, ["status", "phase", "resolved_at", "resolution"])
-    unblocked = _unblock_dependents(ticket, actor)
-    ticket.unblocked_ticket_ids = [t.public_id for t in unblocked]
+    unblocked_ticket_ids = [t.public_id for t in _unblock_dependents(ticket, actor)]
     hooks.ticket_resolved.send(ticket=ticket)  # e.g. the blocker ledger learns the outcome as the ticket closes
     publish_on_commit(
         "ticket.resolved", workflow=ticket.workflow.slug, ticket=ticket.public_id,
-        payload={**payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids, "by": actor_label(actor)},
+        payload={**payloads.ticket_summary(ticket), "unblocked": unblocked_ticket_ids, "by": actor_label(actor)},
         agents=_event_agents(ticket),
     )
-    return ticket
+    return TicketTransition(ticket, unblocked_ticket_ids)
 
 
 def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
@@ -376,7 +406,7 @@ def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
 
 
 @transaction.atomic
-def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
+def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> DependencyChange:
     """Make `ticket` blocked by `blocker`. Self-loops and cycles are refused (the error shows the cycle)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor)
     blocker = selectors.ticket_get(ticket_id=blocked_by_ticket_id, actor=actor, argument="blocked_by_ticket_id")
@@ -409,11 +439,11 @@ def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
         "ticket.blocked" if ticket.is_blocked else "ticket.updated", workflow=ticket.workflow.slug, ticket=ticket.public_id,
         payload={**payloads.ticket_summary(ticket), "blocked_by": blocker.public_id}, agents=_event_agents(ticket),
     )
-    return ticket
+    return _dependency_change(ticket)
 
 
 @transaction.atomic
-def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
+def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> DependencyChange:
     """Remove a blocker; the ticket is unblocked if no other open blocker remains."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     blocker = selectors.ticket_get(ticket_id=blocked_by_ticket_id, actor=actor, argument="blocked_by_ticket_id")
@@ -429,7 +459,11 @@ def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
             payload={**payloads.ticket_summary(ticket), "unblocked_by": blocker.public_id}, agents=_event_agents(ticket),
         )
     _bump_version(ticket, ["is_blocked"])
-    return ticket
+    return _dependency_change(ticket)
+
+
+def _dependency_change(ticket: Ticket) -> DependencyChange:
+    return DependencyChange(ticket, [blocker.public_id for blocker in selectors.ticket_blockers(ticket=ticket)])
 
 
 @transaction.atomic
@@ -475,7 +509,7 @@ def _link_commit(ticket: Ticket, actor, commit_sha: str, commit_message: str) ->
 
 
 @transaction.atomic
-def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") -> tuple[CommitLink, bool]:
+def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") -> CommitLinked:
     """Link a commit to a ticket (linking the same sha again is a no-op that reports already_linked)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     link, created = _link_commit(ticket, actor, commit_sha, commit_message)
@@ -486,11 +520,11 @@ def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") 
             payload={**payloads.ticket_summary(ticket), "changed": ["commits"], "commit_sha": link.commit_sha},
             agents=_event_agents(ticket),
         )
-    return link, created
+    return CommitLinked(link, created)
 
 
 @transaction.atomic
-def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: str = "") -> Ticket:
+def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: str = "") -> TicketTransition:
     """Mark a ticket as a duplicate of another and resolve it (admin triage)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     original = selectors.ticket_get(ticket_id=duplicate_of_ticket_id, actor=actor, argument="duplicate_of_ticket_id")
