@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from collaboration import payloads, selectors, services
-from omoi_site.mcp_endpoint import ActingAgentId, AgentId, TaskId, act_as, mcp_tool
+from collaboration.models import Message
+from omoi_site.mcp_endpoint import ActingAgentId, AgentId, TaskId, act_as, choices_of, mcp_tool
 
-MessageType = Literal["info", "question", "warning", "discovery", "handoff_request", "handoff_accepted", "handoff_declined"]
+MessageType = choices_of(Message.MessageType)
 MessageText = Annotated[str, Field(min_length=1, max_length=20000)]
 HandoffId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. HND-3")]
 
@@ -38,7 +39,7 @@ def send_message(
     return {"message_id": record.id, "thread_id": record.thread_id, "to": record.recipient_id}
 
 
-@mcp_tool(read_only=True)
+@mcp_tool(idempotent=True)
 def get_messages(
     caller, thread_id: Annotated[str | None, Field(max_length=64)] = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 50, unread_only: bool = False,
@@ -49,7 +50,7 @@ def get_messages(
     items = selectors.inbox(agent=caller, thread_id=thread_id, limit=limit, unread_only=unread_only)
     result = {"messages": [payloads.message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]}
     if mark_read and items:
-        # A read tool that writes only when explicitly asked; receipts are the caller's own rows.
+        # Writes only when asked, and only the caller's own receipts; marking twice changes nothing more.
         result["marked_read"] = services.messages_mark_read(agent=caller, message_ids=[m.id for m, _ in items])
     return result
 

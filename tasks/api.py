@@ -13,6 +13,7 @@ from omoi_site.api_support import (
     ApiView,
     BoundedJSONObjectField,
     CursorQuery,
+    PriorityField,
     StrictSerializer,
     act_as_self,
     paginate_queryset,
@@ -149,7 +150,7 @@ class TaskCreateRequest(StrictSerializer):
     phase_id = serializers.ChoiceField(choices=Phase.choices)
     description = serializers.CharField(min_length=10, max_length=20000)
     task_type = serializers.ChoiceField(choices=Task.TaskType.choices, default="implementation")
-    priority = serializers.ChoiceField(choices=Task.Priority.choices, default="MEDIUM")
+    priority = PriorityField(default="medium")
     discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.choices, required=False, allow_null=True)
     discovery_description = serializers.CharField(max_length=20000, required=False, allow_null=True, allow_blank=True)
     source_task_id = serializers.CharField(max_length=30, required=False, allow_null=True)

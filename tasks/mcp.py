@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from collaboration import selectors as collaboration_selectors
-from omoi_site.mcp_endpoint import ActingAgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.constants import DESCRIPTION_MAX, DESCRIPTION_MIN
+from omoi_site.mcp_endpoint import (
+    ActingAgentId,
+    PriorityName,
+    TaskId,
+    TicketId,
+    WorkflowSlug,
+    act_as,
+    choices_of,
+    mcp_tool,
+)
 from tasks import blockers, payloads, selectors, services
+from tasks.models import Discovery, Task
+from tickets.models import Phase
 from tickets.selectors import ticket_get, workflow_get
 
-PhaseId = Literal[
-    "PHASE_BACKLOG", "PHASE_REQUIREMENTS", "PHASE_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_TESTING", "PHASE_DEPLOYMENT", "PHASE_DONE"
-]
-TaskType = Literal[
-    "implementation", "investigation", "research", "testing", "review", "bugfix", "documentation", "deployment", "follow_up"
-]
-TaskPriority = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-DiscoveryType = Literal[
-    "bug", "optimization", "clarification_needed", "new_component", "security_issue", "performance_issue",
-    "missing_requirement", "integration_issue", "technical_debt", "documentation", "other",
-]
+PhaseId = choices_of(Phase)
+TaskType = choices_of(Task.TaskType)
+TaskStatus = choices_of(Task.Status)
+DiscoveryType = choices_of(Discovery.DiscoveryType)
+ResolutionStatus = choices_of(Discovery.ResolutionStatus)
 # No advertised maximum (it cost ~20 tokens per tool in tools/list): the door refuses integers beyond
 # 64 bits for every argument anyway (mcp_endpoint.find_unstorable), with a clear message.
 FencingToken = Annotated[int | None, Field(ge=0, description="from claim_next_task; refuses stale holders")]
@@ -32,11 +38,11 @@ def create_task(
     caller,
     ticket_id: TicketId,
     phase_id: PhaseId,
-    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    description: Annotated[str, Field(min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)],
     task_type: TaskType = "implementation",
-    priority: TaskPriority = "MEDIUM",
+    priority: PriorityName = "medium",
     discovery_type: DiscoveryType | None = None,
-    discovery_description: Annotated[str | None, Field(max_length=20000)] = None,
+    discovery_description: Annotated[str | None, Field(max_length=DESCRIPTION_MAX)] = None,
     source_task_id: str | None = None,
     priority_boost: bool = False,
     dependencies: Annotated[list[str] | None, Field(max_length=50, description="task ids that must complete first")] = None,
@@ -62,7 +68,7 @@ def create_task(
 def update_task_status(
     caller,
     task_id: TaskId,
-    status: Literal["pending", "claimed", "running", "completed", "failed", "cancelled"],
+    status: TaskStatus,
     result: Annotated[dict[str, Any] | None, Field(description="outcome summary for completed tasks")] = None,
     error_message: Annotated[str | None, Field(max_length=10000)] = None,
     fencing_token: FencingToken = None,
@@ -83,7 +89,7 @@ def get_task(caller, task_id: TaskId) -> dict:
 
 @mcp_tool(read_only=True)
 def get_task_discoveries(
-    caller, task_id: TaskId, resolution_status: Literal["open", "in_progress", "resolved", "wont_fix"] | None = None
+    caller, task_id: TaskId, resolution_status: ResolutionStatus | None = None
 ) -> dict:
     """Discoveries a task recorded (and the follow-up task each spawned)."""
     task = selectors.task_get(task_id=task_id, actor=caller)

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from omoi_site.constants import PRIORITY_RANK, Priority
 from omoi_site.domain import TASK_PREFIX, task_public_id, ticket_public_id
 from tickets.models import EMBEDDING_DIMENSIONS, Phase
 
@@ -27,11 +28,8 @@ class Task(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    class Priority(models.TextChoices):
-        LOW = "LOW"
-        MEDIUM = "MEDIUM"
-        HIGH = "HIGH"
-        CRITICAL = "CRITICAL"
+    # The same lowercase priorities as tickets (omoi_site.constants); input of any case is accepted by the services.
+    Priority = Priority
 
     class TaskType(models.TextChoices):
         IMPLEMENTATION = "implementation"
@@ -53,7 +51,7 @@ class Task(models.Model):
         Status.CANCELLED: set(),
     }
     ACTIVE_STATUSES = (Status.CLAIMED, Status.RUNNING)
-    PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
+    PRIORITY_RANK = PRIORITY_RANK
 
     ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="tasks")
     workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="tasks")

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.services import agent_event_record
+from omoi_site.constants import DESCRIPTION_MAX, DESCRIPTION_MIN, priority_normalize, priority_raised
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -33,9 +34,7 @@ from tasks.models import Discovery, Task, TaskEvent
 from tickets import selectors as ticket_selectors
 from tickets.models import Phase, Ticket
 
-DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
 MAX_RESULT_BYTES = 32_000
-PRIORITY_ORDER = [Task.Priority.LOW, Task.Priority.MEDIUM, Task.Priority.HIGH, Task.Priority.CRITICAL]
 
 
 def _record(task: Task, actor, event_type: str, *, old_status: str = "", new_status: str = "", details: dict | None = None):
@@ -56,11 +55,6 @@ def _publish(event: str, task: Task, extra: dict | None = None, agents: list[str
         payload={**payloads.task_payload(task), **(extra or {})},
         agents=[a for a in (agents or [task.claimed_by_id, task.assigned_agent_id]) if a],
     )
-
-
-def _boost(priority: str) -> str:
-    index = PRIORITY_ORDER.index(Task.Priority(priority))
-    return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
 
 
 def _lapse_handoffs(task: Task, reason: str) -> None:
@@ -91,7 +85,7 @@ def task_create(
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(phase_id, Phase.values, argument="phase_id")
     require_choice(task_type, Task.TaskType.values, argument="task_type")
-    require_choice(priority, Task.Priority.values, argument="priority")
+    priority = priority_normalize(priority)
     ticket = ticket_selectors.ticket_get(ticket_id=ticket_id, actor=actor)
     if ticket.status == Ticket.Status.DONE:
         raise Conflict(f"ticket {ticket.public_id} is done; create a new ticket for further work.")
@@ -111,7 +105,7 @@ def task_create(
         if dependency.workflow_id != ticket.workflow_id:
             raise DomainError(f"dependencies: {dependency.public_id} belongs to another workflow.")
         depends_on.append(dependency)
-    effective_priority = _boost(priority) if priority_boost else priority
+    effective_priority = priority_raised(priority) if priority_boost else priority
     task = Task.objects.create(
         ticket=ticket,
         workflow_id=ticket.workflow_id,

@@ -17,6 +17,7 @@ from omoi_site.api_support import (
     ApiView,
     BoundedJSONListField,
     CursorQuery,
+    PriorityField,
     StrictSerializer,
     act_as_self,
     etag,
@@ -35,7 +36,6 @@ from tickets.search import possible_duplicates
 
 TAG = ["tickets"]
 STATUS_CHOICES = Ticket.Status.choices
-PRIORITY_CHOICES = Ticket.Priority.choices
 TYPE_CHOICES = Ticket.TicketType.choices
 COMMIT_SHA = serializers.RegexField(r"^[0-9a-fA-F]{7,64}$", required=False, allow_null=True, help_text="git commit sha")
 TICKET_ID_PARAM = OpenApiParameter("ticket_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. TKT-12")
@@ -192,7 +192,7 @@ class CommitLinkedSerializer(serializers.Serializer):
 class TicketListQuery(CursorQuery):
     workflow = serializers.CharField(max_length=100, help_text="workflow slug")
     status = serializers.ChoiceField(choices=[*STATUS_CHOICES, ("blocked", "Blocked")], required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     assigned_agent = serializers.CharField(max_length=100, required=False)
     include_completed = serializers.BooleanField(required=False, default=True)
@@ -207,7 +207,7 @@ class TicketSearchQuery(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=10)
     include_comments = serializers.BooleanField(required=False, default=True)
     status = serializers.ChoiceField(choices=STATUS_CHOICES, required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     assigned_agent = serializers.CharField(max_length=100, required=False)
     include_completed = serializers.BooleanField(required=False)
@@ -224,7 +224,7 @@ class TicketCreateRequest(StrictSerializer):
     title = serializers.CharField(min_length=3, max_length=500)
     description = serializers.CharField(min_length=10, max_length=20000)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, default="task")
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, default="medium")
+    priority = PriorityField(default="medium")
     initial_status = serializers.ChoiceField(
         choices=[s for s in STATUS_CHOICES if s[0] != "done"], required=False, allow_null=True
     )
@@ -247,7 +247,7 @@ class TicketUpdateRequest(StrictSerializer):
     update_comment = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     title = serializers.CharField(min_length=3, max_length=500, required=False)
     description = serializers.CharField(min_length=10, max_length=20000, required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False)
     add_tags = serializers.ListField(

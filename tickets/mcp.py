@@ -6,16 +6,28 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.constants import COMMENT_MIN, DESCRIPTION_MAX, DESCRIPTION_MIN, MAX_TAGS, TITLE_MAX, TITLE_MIN
+from omoi_site.mcp_endpoint import (
+    ActingAgentId,
+    Offset,
+    PriorityName,
+    TicketId,
+    WorkflowSlug,
+    act_as,
+    choices_of,
+    mcp_tool,
+)
 from tasks import blockers
 from tickets import payloads, selectors, services
+from tickets.models import Ticket, TicketComment
 from tickets.search import possible_duplicates, warm_duplicate_check
 
-TicketStatus = Literal["backlog", "analyzing", "building", "building-done", "testing", "done"]
-TicketPriority = Literal["low", "medium", "high", "critical"]
-TicketType = Literal["task", "bug", "feature", "improvement", "research", "epic", "chore"]
+TicketStatus = choices_of(Ticket.Status)
+TicketStatusOrBlocked = Literal[(*Ticket.Status.values, "blocked")]
+TicketType = choices_of(Ticket.TicketType)
+CommentType = choices_of(TicketComment.CommentType)
 CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
-Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
+Comment10 = Annotated[str, Field(min_length=COMMENT_MIN, max_length=DESCRIPTION_MAX)]
 
 
 def _embed_before_the_transaction(caller, *, title: str, description: str, **_) -> None:
@@ -26,15 +38,15 @@ def _embed_before_the_transaction(caller, *, title: str, description: str, **_) 
 def create_ticket(
     caller,
     workflow_id: WorkflowSlug,
-    title: Annotated[str, Field(min_length=3, max_length=500)],
-    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    title: Annotated[str, Field(min_length=TITLE_MIN, max_length=TITLE_MAX)],
+    description: Annotated[str, Field(min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)],
     ticket_type: TicketType = "task",
-    priority: TicketPriority = "medium",
+    priority: PriorityName = "medium",
     initial_status: TicketStatus | None = None,
     assigned_agent_id: str | None = None,
     parent_ticket_id: str | None = None,
     blocked_by_ticket_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
-    tags: Annotated[list[str] | None, Field(max_length=20)] = None,
+    tags: Annotated[list[str] | None, Field(max_length=MAX_TAGS)] = None,
     related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Create a ticket. Returns it, similar_tickets (possible duplicates: check them) and risk (of blockers)."""
@@ -77,9 +89,9 @@ def get_ticket(caller, ticket_id: TicketId) -> dict:
 def get_tickets(
     caller,
     workflow_id: WorkflowSlug,
-    status: Literal["backlog", "analyzing", "building", "building-done", "testing", "done", "blocked"] | None = None,
+    status: TicketStatusOrBlocked | None = None,
     ticket_type: TicketType | None = None,
-    priority: TicketPriority | None = None,
+    priority: PriorityName | None = None,
     assigned_agent_id: str | None = None,
     include_completed: bool = True,
     limit: Annotated[int, Field(ge=1, le=100)] = 50,
@@ -170,7 +182,7 @@ def add_ticket_comment(
     caller,
     ticket_id: TicketId,
     comment_text: Annotated[str, Field(min_length=1, max_length=20000)],
-    comment_type: Literal["general", "status_change", "resolution", "question", "review", "discovery"] = "general",
+    comment_type: CommentType = "general",
     mentions: Annotated[list[str] | None, Field(max_length=20, description="agent ids to notify")] = None,
     attachments: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]] | None, Field(max_length=20, description="URLs or file paths")] = None, agent_id: ActingAgentId = None,
 ) -> dict:

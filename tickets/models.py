@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
+from omoi_site.constants import PRIORITY_RANK, Priority
 from omoi_site.domain import TICKET_PREFIX, ticket_public_id
 
 EMBEDDING_DIMENSIONS = 384
@@ -65,11 +66,7 @@ class Ticket(models.Model):
         TESTING = "testing"
         DONE = "done"
 
-    class Priority(models.TextChoices):
-        LOW = "low"
-        MEDIUM = "medium"
-        HIGH = "high"
-        CRITICAL = "critical"
+    Priority = Priority  # omoi_site.constants: shared with tasks
 
     class TicketType(models.TextChoices):
         TASK = "task"
@@ -97,7 +94,7 @@ class Ticket(models.Model):
         Status.TESTING: Phase.TESTING,
         Status.DONE: Phase.DONE,
     }
-    PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
+    PRIORITY_RANK = PRIORITY_RANK
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tickets")
     title = models.CharField(max_length=500)

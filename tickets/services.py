@@ -14,6 +14,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from omoi_site.constants import (
+    COMMENT_MIN,
+    DESCRIPTION_MAX,
+    DESCRIPTION_MIN,
+    MAX_TAGS,
+    TAG_MAX,
+    TITLE_MAX,
+    TITLE_MIN,
+    priority_normalize,
+)
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -31,10 +41,6 @@ from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, T
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 COMMIT_SHA_PATTERN = re.compile(r"^[0-9a-fA-F]{7,64}$")
-TITLE_MIN, TITLE_MAX = 3, 500
-DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
-COMMENT_MIN = 10
-MAX_TAGS = 20
 EDITABLE_FIELDS = ("title", "description", "priority", "ticket_type", "tags", "assigned_agent_id", "parent_ticket_id")
 # Tag edits relative to the stored tags, applied under the row lock: concurrent agents never lose each other's tags.
 TAG_EDITS = ("add_tags", "remove_tags")
@@ -100,8 +106,8 @@ def _clean_tags(tags: Any) -> list[str]:
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise DomainError("tags must be a list of strings.")
     cleaned = list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))
-    if len(cleaned) > MAX_TAGS or any(len(tag) > 50 for tag in cleaned):
-        raise DomainError(f"tags: at most {MAX_TAGS} tags of at most 50 characters each.")
+    if len(cleaned) > MAX_TAGS or any(len(tag) > TAG_MAX for tag in cleaned):
+        raise DomainError(f"tags: at most {MAX_TAGS} tags of at most {TAG_MAX} characters each.")
     return cleaned
 
 
@@ -169,7 +175,7 @@ def ticket_create(
     title = require_text(title, argument="title", min_length=TITLE_MIN, max_length=TITLE_MAX)
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(ticket_type, Ticket.TicketType.values, argument="ticket_type")
-    require_choice(priority, Ticket.Priority.values, argument="priority")
+    priority = priority_normalize(priority)
     status = initial_status or Ticket.Status.BACKLOG
     if status == Ticket.Status.DONE or status not in Ticket.Status.values:
         allowed = [s for s in Ticket.Status.values if s != Ticket.Status.DONE]
@@ -267,7 +273,7 @@ def ticket_update(
         elif field == "description":
             value = require_text(value, argument="updates.description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
         elif field == "priority":
-            require_choice(value, Ticket.Priority.values, argument="updates.priority")
+            value = priority_normalize(value, argument="updates.priority")
         elif field == "ticket_type":
             require_choice(value, Ticket.TicketType.values, argument="updates.ticket_type")
         elif field == "tags":

@@ -54,7 +54,7 @@ def worker_playbook(*, ticket_id: str, launch_task_id: str):
         ("ticket", "mcp__get_ticket", {"ticket_id": ticket_id}),
         ("start", "mcp__update_task_status", {"task_id": launch_task_id, "status": "running"}),
         ("investigation", "mcp__create_task", {
-            "ticket_id": ticket_id, "phase_id": "PHASE_IMPLEMENTATION", "task_type": "investigation", "priority": "HIGH",
+            "ticket_id": ticket_id, "phase_id": "PHASE_IMPLEMENTATION", "task_type": "investigation", "priority": "high",
             "description": "Investigate why sessions expire after 5 minutes instead of 8 hours"}),
         ("claim", "mcp__update_task_status", lambda m: {"task_id": m["investigation"]["task"]["task_id"], "status": "running"}),
         ("reproduce", "terminal", {"command": "printf 'SESSION_TTL = 300  # seconds\\nCACHE_BACKEND = \"db\"\\n' > settings.py && grep -n SESSION_TTL settings.py && uname -s"}),
