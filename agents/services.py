@@ -59,6 +59,20 @@ def agent_tokens_revoke(*, agent: Agent, label: str | None = None) -> int:
     return tokens.update(revoked_at=timezone.now())
 
 
+def agent_heartbeat(*, agent_id: str, status: str | None = None) -> None:
+    """The one write of an agent's liveness: `last_heartbeat` now (and its status when given). Called in the
+    caller's transaction by whatever proves the agent alive (a lease renewal, a reported event, a run start)."""
+    fields = {"last_heartbeat": timezone.now()}
+    if status is not None:
+        fields["status"] = status
+    Agent.objects.filter(pk=agent_id).update(**fields)
+
+
+def agent_status_set(*, agent_id: str, status: str) -> None:
+    """Set an agent's status (spawning, running, idle …) as the sandbox runner sees it; no heartbeat."""
+    Agent.objects.filter(pk=agent_id).update(status=status)
+
+
 TOKEN_LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
@@ -88,7 +102,7 @@ def agent_report_event(*, agent: Agent, event_type: str, payload: dict | None = 
     """An event the agent reports about itself (thought, action, tool result, error …) for its trajectory."""
     if not isinstance(event_type, str) or not (1 <= len(event_type.strip()) <= 60):
         raise DomainError("event_type must be 1-60 characters, e.g. 'tool_call', 'thought', 'error'.")
-    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
+    agent_heartbeat(agent_id=agent.pk)
     event = agent_event_record(agent=agent, event_type=event_type.strip(), payload=payload, task=task,
                                ticket_id=task.ticket_id if task is not None else None)
 

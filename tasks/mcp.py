@@ -50,18 +50,11 @@ def create_task(
 ) -> dict:
     """Create a task under a ticket (claim=true: hold it at once). discovery_type+source_task_id record a
     discovery on the source task that spawns this task (priority_boost: one level up)."""
-    task, discovery = services.task_create(
+    return payloads.task_created_payload(services.task_create(
         actor=caller, ticket_id=ticket_id, phase_id=phase_id, description=description, task_type=task_type, priority=priority,
         dependencies=dependencies, discovery_type=discovery_type, discovery_description=discovery_description,
-        source_task_id=source_task_id, priority_boost=priority_boost,
-    )
-    if claim:
-        # Same transaction as the creation (the door's atomic block): no one else can take it in between.
-        task = services.task_update_status(actor=caller, task_id=task.public_id, status="claimed")
-    result = {"task": payloads.task_payload(task, include_dependencies=True)}
-    if discovery is not None:
-        result["discovery"] = payloads.discovery_payload(discovery)
-    return result
+        source_task_id=source_task_id, priority_boost=priority_boost, claim=claim,
+    ))
 
 
 @mcp_tool()
@@ -93,7 +86,7 @@ def get_task_discoveries(
 ) -> dict:
     """Discoveries a task recorded (and the follow-up task each spawned)."""
     task = selectors.task_get(task_id=task_id, actor=caller)
-    return {"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in selectors.task_discoveries(task=task, resolution_status=resolution_status)]}
+    return payloads.task_discoveries_payload(task, selectors.task_discoveries(task=task, resolution_status=resolution_status))
 
 
 @mcp_tool(read_only=True)
@@ -140,8 +133,7 @@ def heartbeat_task(caller, task_id: TaskId, fencing_token: FencingToken = None, 
 ) -> dict:
     """Renew your lease on a task you hold."""
     act_as(caller, agent_id)
-    task = services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token)
-    return {"task_id": task.public_id, "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"), "fencing_token": task.fencing_token}
+    return payloads.lease_payload(services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token))
 
 
 @mcp_tool()
@@ -162,8 +154,8 @@ def register_conversation(
 ) -> dict:
     """Attach your conversation id (and sandbox id) to a task you hold."""
     act_as(caller, agent_id)
-    task = services.task_register_conversation(agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id)
-    return {"task_id": task.public_id, "conversation_id": task.conversation_id, "sandbox_id": task.sandbox_id or None}
+    return payloads.conversation_payload(services.task_register_conversation(
+        agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id))
 
 
 @mcp_tool(read_only=True)

@@ -46,3 +46,27 @@ def discovery_payload(discovery) -> dict:
             "created_at": iso(discovery.created_at),
         }
     )
+
+
+# --- results of the write services, the same JSON through MCP and REST -------------------------------------
+
+
+def task_created_payload(created) -> dict:
+    """tasks.services.TaskCreated: the task (with its dependencies) and the discovery that spawned it."""
+    result = {"task": task_payload(created.task, include_dependencies=True)}
+    if created.discovery is not None:
+        result["discovery"] = discovery_payload(created.discovery)
+    return result
+
+
+def lease_payload(task) -> dict:
+    """A renewed lease: until when it holds and the fencing token to send with every write."""
+    return {"task_id": task.public_id, "lease_expires_at": iso(task.lease_expires_at), "fencing_token": task.fencing_token}
+
+
+def task_discoveries_payload(task, discoveries) -> dict:
+    return {"task_id": task.public_id, "discoveries": [discovery_payload(d) for d in discoveries]}
+
+
+def conversation_payload(task) -> dict:
+    return {"task_id": task.public_id, "conversation_id": task.conversation_id, "sandbox_id": task.sandbox_id or None}

@@ -8,14 +8,14 @@ writes that carry an older token (a holder whose lease expired and was reclaimed
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from agents.models import Agent
-from agents.services import agent_event_record
+from agents.services import agent_event_record, agent_heartbeat
 from omoi_site.constants import DESCRIPTION_MAX, DESCRIPTION_MIN, priority_normalize, priority_raised
 from omoi_site.domain import (
     Conflict,
@@ -35,6 +35,13 @@ from tickets import selectors as ticket_selectors
 from tickets.models import Phase, Ticket
 
 MAX_RESULT_BYTES = 32_000
+
+
+class TaskCreated(NamedTuple):
+    """A new task, and the discovery that spawned it when it is a follow-up (else None)."""
+
+    task: Task
+    discovery: Discovery | None
 
 
 def _record(task: Task, actor, event_type: str, *, old_status: str = "", new_status: str = "", details: dict | None = None):
@@ -79,9 +86,13 @@ def task_create(
     discovery_description: str | None = None,
     source_task_id=None,
     priority_boost: bool = False,
-) -> tuple[Task, Discovery | None]:
+    claim: bool = False,
+) -> TaskCreated:
     """Create a task under a ticket. With `discovery_type` + `source_task_id` it records a Discovery on the
-    source task that spawns exactly this one task (optionally one priority level higher)."""
+    source task that spawns exactly this one task (optionally one priority level higher). `claim=True` (an
+    agent only) makes the creator its lease holder in the same transaction, so nobody can take it between."""
+    if claim and not is_agent(actor):
+        raise DomainError("claim=true is for agents: a lease needs an agent to hold it.")
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(phase_id, Phase.values, argument="phase_id")
     require_choice(task_type, Task.TaskType.values, argument="task_type")
@@ -140,7 +151,9 @@ def task_create(
         )
     _trajectory(actor, "task_created", task, {"task_id": task.public_id})
     _publish("task.created", task)
-    return task, discovery
+    if claim:
+        task = task_update_status(actor=actor, task_id=task.pk, status=Task.Status.CLAIMED)
+    return TaskCreated(task, discovery)
 
 
 def _ready_queryset(workflow_id: int, agent, task_types: list[str] | None):
@@ -257,14 +270,27 @@ def require_holder(task: Task, agent, fencing_token: int | None, *, action: str,
 
 
 @transaction.atomic
+def task_assign(*, actor, task_id, agent) -> Task:
+    """Reserve a pending task for one agent (the launcher's worker): only that agent may claim it now. A
+    history row records who reserved it for whom."""
+    task = selectors.task_get(task_id=task_id, actor=actor, for_update=True)
+    if task.status != Task.Status.PENDING:
+        raise Conflict(f"task {task.public_id} is '{task.status}'; only a pending task can be reserved for an agent.")
+    if task.assigned_agent_id != agent.agent_id:
+        _record(task, actor, "assigned", details={"from": task.assigned_agent_id, "to": agent.agent_id})
+        task.assigned_agent = agent
+        task.save(update_fields=["assigned_agent", "updated_at"])
+    return task
+
+
+@transaction.atomic
 def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
     """Renew the caller's lease on a task it holds."""
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
     require_holder(task, agent, fencing_token, action="renew the lease", live_lease=True)
     task.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     task.save(update_fields=["lease_expires_at", "updated_at"])
-
-    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
+    agent_heartbeat(agent_id=agent.pk)
     return task
 
 
