@@ -22,6 +22,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.agent_templates import get_template
 from agents.models import Agent, SandboxRun
+from agents.payloads import sandbox_run_event_payload
 from agents.selectors import workflow_budget_refusal
 from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent, task_public_id, ticket_public_id
 from omoi_site.events import publish_on_commit
@@ -35,12 +36,6 @@ logger = logging.getLogger(__name__)
 ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
 
 
-def _run_payload(run: SandboxRun) -> dict:
-    return {
-        "run_id": run.pk, "agent_id": run.agent_id, "task_id": task_public_id(run.task_id),
-        "provider": run.provider, "status": run.status, "sandbox_id": run.sandbox_id or None,
-        "sandbox_seconds": round(run.sandbox_seconds, 1), "llm_tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
-    }
 
 
 @transaction.atomic
@@ -85,7 +80,7 @@ def launch_worker(
     task_assign(actor=actor, task_id=task.pk, agent=worker)
     if enqueue:
         transaction.on_commit(lambda: run_sandbox_worker.enqueue(run.pk))
-    publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=_run_payload(run),
+    publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=sandbox_run_event_payload(run),
                       agents=[worker.agent_id] + ([actor.agent_id] if is_agent(actor) else []))
     return run
 
@@ -113,7 +108,7 @@ def _update_run(run_id: int, **fields) -> SandboxRun:
         run.save(update_fields=list(fields))
         if run.status in (SandboxRun.Status.SUCCEEDED, SandboxRun.Status.FAILED, SandboxRun.Status.CANCELLED):
             publish_on_commit("sandbox.finished", workflow=run.workflow.slug,
-                              ticket=run.ticket.public_id if run.ticket_id else None, payload=_run_payload(run),
+                              ticket=run.ticket.public_id if run.ticket_id else None, payload=sandbox_run_event_payload(run),
                               agents=[run.agent_id])
         return run
 

@@ -40,3 +40,25 @@ def handoff_payload(handoff) -> dict:
             "responded_at": iso(handoff.responded_at),
         }
     )
+
+
+# --- results of the write services, the same JSON through MCP and REST -------------------------------------
+
+
+def message_sent_payload(message) -> dict:
+    return {"message_id": message.id, "thread_id": message.thread_id, "to": message.recipient_id}
+
+
+def broadcast_sent_payload(sent) -> dict:
+    """collaboration.services.BroadcastSent: the message and how many agents received it."""
+    return {"message_id": sent.message.id, "thread_id": sent.message.thread_id, "recipients": sent.recipients}
+
+
+def inbox_payload(items) -> dict:
+    """selectors.inbox: (message, read_at) pairs, newest first, each with its read state."""
+    return {"messages": [message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]}
+
+
+def handoff_accepted_payload(handoff) -> dict:
+    """An accepted hand-off, with the fencing token the new holder sends with its writes."""
+    return {**handoff_payload(handoff), "fencing_token": handoff.task.fencing_token}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -36,6 +37,13 @@ from tickets.selectors import ticket_get
 MESSAGE_MAX = 20_000
 HANDOFF_TTL = timedelta(hours=1)
 
+
+
+class BroadcastSent(NamedTuple):
+    """A broadcast message and how many agents received it."""
+
+    message: Message
+    recipients: int
 
 def _resolve_context(sender: Agent, ticket_id, task_id) -> tuple[Workflow, object, object]:
     ticket = ticket_get(ticket_id=ticket_id, actor=sender) if ticket_id else None
@@ -93,7 +101,7 @@ def message_send(
 @transaction.atomic
 def message_broadcast(
     *, sender: Agent, message: str, message_type: str = Message.MessageType.INFO, ticket_id=None, task_id=None
-) -> tuple[Message, int]:
+) -> BroadcastSent:
     """Send a message to every other agent of the workflow; returns it and how many agents received it."""
     body = require_text(message, argument="message", min_length=1, max_length=MESSAGE_MAX)
     require_choice(message_type, Message.MessageType.values, argument="message_type")
@@ -107,7 +115,7 @@ def message_broadcast(
     MessageReceipt.objects.bulk_create([MessageReceipt(message=record, agent_id=agent_id) for agent_id in recipients])
     publish_on_commit("message.sent", workflow=workflow.slug, ticket=ticket_public_id(ticket.id) if ticket else None,
                       payload={**payloads.message_payload(record), "recipients": len(recipients)}, agents=recipients)
-    return record, len(recipients)
+    return BroadcastSent(record, len(recipients))
 
 
 @transaction.atomic
