@@ -23,7 +23,7 @@ class Message(models.Model):
         HANDOFF_ACCEPTED = "handoff_accepted"
         HANDOFF_DECLINED = "handoff_declined"
 
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="messages")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="messages")
     sender = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="sent_messages")
     recipient = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="direct_messages"
@@ -85,7 +85,7 @@ class Handoff(models.Model):
         Status.EXPIRED: set(),
     }
 
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="handoffs")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="handoffs")
     from_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_out")
     to_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_in")
     task = models.ForeignKey("tasks.Task", on_delete=models.CASCADE, related_name="handoffs")

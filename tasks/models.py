@@ -54,7 +54,7 @@ class Task(models.Model):
     PRIORITY_RANK = PRIORITY_RANK
 
     ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="tasks")
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="tasks")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="tasks")
     phase_id = models.CharField(max_length=30, choices=Phase.choices, default=Phase.IMPLEMENTATION)
     task_type = models.CharField(max_length=30, choices=TaskType.choices, default=TaskType.IMPLEMENTATION)
     description = models.TextField()
@@ -205,7 +205,7 @@ class BlockerModel(models.Model):
         KNN = "knn"
         LR = "lr"
 
-    workflow = models.ForeignKey("tickets.Workflow", null=True, blank=True, on_delete=models.CASCADE)
+    workflow = models.ForeignKey("agents.Workflow", null=True, blank=True, on_delete=models.CASCADE)
     tier = models.CharField(max_length=10, choices=Tier.choices)
     feature_version = models.PositiveSmallIntegerField()
     parameters = models.JSONField(default=dict, blank=True)

@@ -62,7 +62,7 @@ class WorkflowScopedAdmin(admin.ModelAdmin):
         return selectors.scoped_to_actor(super().get_queryset(request), actor=request.user, workflow_lookup=self.workflow_lookup)
 
     def _scoped_choices(self, request, field, kwargs):
-        lookups = {"tickets.workflow": "pk", "tickets.ticket": "workflow", "agents.agent": "workflows", "tasks.task": "workflow"}
+        lookups = {"agents.workflow": "pk", "tickets.ticket": "workflow", "agents.agent": "workflows", "tasks.task": "workflow"}
         lookup = lookups.get(field.related_model._meta.label_lower)
         if lookup is not None:
             queryset = kwargs.get("queryset", field.related_model._default_manager.all())

@@ -4,39 +4,15 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
+from agents.models import Workflow  # identity owns it; re-exported for `from tickets.models import Workflow`
 from omoi_site.constants import PRIORITY_RANK, Priority
 from omoi_site.domain import TICKET_PREFIX, ticket_public_id
 
 EMBEDDING_DIMENSIONS = 384
-
-
-class Workflow(models.Model):
-    """A scope key (`workflow_id`, a slug such as `my-project`): every ticket, task, message and agent
-    permission belongs to exactly one workflow."""
-
-    slug = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
-    max_concurrent_sandboxes = models.PositiveIntegerField(default=4)
-    monthly_budget_usd = models.DecimalField(
-        max_digits=10, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
-        help_text="LLM spend allowed per calendar month (UTC); the launcher refuses new sandboxes once it is used up. Empty: no limit.",
-    )
-    auto_spawn_rules = models.JSONField(
-        default=dict, blank=True, help_text="ticket_type → agent template; empty means no automatic launches"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["slug"]
-
-    def __str__(self) -> str:
-        return self.slug
 
 
 class Phase(models.TextChoices):

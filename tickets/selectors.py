@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from agents.selectors import STAFF_WORKFLOW_GROUP_PREFIX, can_access_workflow, scoped_to_actor, workflow_ids_for  # noqa: F401  (identity's rules, used here and by importers of this module)
+from agents.selectors import (  # noqa: F401  (identity's rules, used here and by importers of this module)
+    STAFF_WORKFLOW_GROUP_PREFIX,
+    can_access_workflow,
+    scoped_to_actor,
+    workflow_get,
+    workflow_ids_for,
+)
 from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id, ticket_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
 
 
-def workflow_get(*, slug, actor) -> Workflow:
-    """The workflow with this slug, if the actor belongs to it."""
-    if not isinstance(slug, str) or not slug.strip():
-        raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
-    workflow = Workflow.objects.filter(slug=slug.strip()).first()
-    if workflow is None or not can_access_workflow(actor, workflow.id):
-        # Same message for 'missing' and 'not yours': do not reveal other workflows.
-        raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
-    return workflow
 
 
 def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: bool = False) -> Ticket:

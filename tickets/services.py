@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.services import workflow_get_or_create, workflow_update  # noqa: F401  (identity's; importers of this module use them)
 from omoi_site.constants import (
     COMMENT_MIN,
     DESCRIPTION_MAX,
@@ -39,20 +40,12 @@ from omoi_site.events import publish_on_commit
 from tickets import hooks, payloads, selectors
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 COMMIT_SHA_PATTERN = re.compile(r"^[0-9a-fA-F]{7,64}$")
 EDITABLE_FIELDS = ("title", "description", "priority", "ticket_type", "tags", "assigned_agent_id", "parent_ticket_id")
 # Tag edits relative to the stored tags, applied under the row lock: concurrent agents never lose each other's tags.
 TAG_EDITS = ("add_tags", "remove_tags")
 
 
-@transaction.atomic
-def workflow_get_or_create(*, slug: str, name: str = "") -> Workflow:
-    """Return the workflow with this slug, creating it if needed."""
-    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
-        raise DomainError(f"workflow slug must be lowercase letters, digits and dashes (e.g. 'my-project'); got {slug!r}.")
-    workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": name or slug})
-    return workflow
 
 
 # --- typed results (one payload builder each in tickets.payloads, shared by MCP and REST) -----------
@@ -542,39 +535,3 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
     return ticket_resolve(actor=actor, ticket_id=ticket.id, resolution_comment=comment or f"Duplicate of {original.public_id}.")
 
 
-# --- workflow settings --------------------------------------------------------------------------
-
-
-@transaction.atomic
-def workflow_update(*, actor, workflow_id: int, updates: dict) -> Workflow:
-    """Edit a workflow's name, description, sandbox limit or auto-spawn rules (the slug is permanent)."""
-    editable = {"name", "description", "max_concurrent_sandboxes", "auto_spawn_rules", "monthly_budget_usd"}
-    unknown = sorted(set(updates) - editable)
-    if unknown:
-        raise DomainError(f"workflow: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(sorted(editable))}.")
-    workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
-    if workflow is None:
-        raise NotFound(f"No workflow with id {workflow_id}.")
-    if "name" in updates:
-        updates["name"] = require_text(updates["name"], argument="name", min_length=1, max_length=200)
-    if "max_concurrent_sandboxes" in updates:
-        value = updates["max_concurrent_sandboxes"]
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
-            raise DomainError(f"max_concurrent_sandboxes must be a whole number from 0 to 1000; got {value!r}.")
-    if "monthly_budget_usd" in updates and updates["monthly_budget_usd"] is not None:
-        from decimal import Decimal, InvalidOperation
-
-        try:
-            budget = Decimal(str(updates["monthly_budget_usd"]))
-        except (InvalidOperation, ValueError):
-            budget = None
-        if budget is None or not budget.is_finite() or not 0 <= budget < 10**8:
-            raise DomainError(f"monthly_budget_usd must be an amount in dollars from 0 to 99999999.99, or empty for no limit; got {updates['monthly_budget_usd']!r}.")
-        updates["monthly_budget_usd"] = budget.quantize(Decimal("0.01"))
-    if "auto_spawn_rules" in updates and not isinstance(updates["auto_spawn_rules"], dict):
-        raise DomainError('auto_spawn_rules must be an object mapping ticket_type to an agent template, e.g. {"bug": "worker"}.')
-    for field, value in updates.items():
-        setattr(workflow, field, value)
-    if updates:
-        workflow.save(update_fields=list(updates))
-    return workflow
