@@ -20,6 +20,15 @@ def _state(task: Task) -> tuple:
             TaskEvent.objects.filter(task=task).count())
 
 
+def _one_claimed_task(workflow, holder, title: str) -> Task:
+    """A ticket with one task, claimed by `holder`."""
+    from tickets.services import ticket_create
+
+    ticket = ticket_create(actor=holder, workflow=workflow, title=title, description=f"{title}: a task under test.")
+    services.task_create(actor=holder, ticket_id=ticket.pk, phase_id="PHASE_IMPLEMENTATION", description=f"The work of {title}")
+    return services.task_claim_next(agent=holder, workflow=workflow)
+
+
 def test_the_holder_renews_and_another_agent_is_refused_with_the_call_that_helps(scene, make_agent):
     # given the scene's claimed investigation task, held by the worker
     held = Task.objects.get(pk=scene.claimed.pk)
@@ -40,11 +49,7 @@ def test_the_holder_renews_and_another_agent_is_refused_with_the_call_that_helps
 def test_a_stale_fencing_token_is_refused_after_the_lease_moved_on(workflow, make_agent):
     first, _ = make_agent("first-holder", workflow)
     second, _ = make_agent("second-holder", workflow)
-    from tickets.services import ticket_create
-
-    ticket = ticket_create(actor=first, workflow=workflow, title="Lease handover", description="A task whose lease expires.")
-    services.task_create(actor=first, ticket_id=ticket.pk, phase_id="PHASE_IMPLEMENTATION", description="Work that will lapse")
-    claimed = services.task_claim_next(agent=first, workflow=workflow)
+    claimed = _one_claimed_task(workflow, first, "Lease handover")
     stale_token = claimed.fencing_token
     Task.objects.filter(pk=claimed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     reclaimed = services.task_claim_next(agent=second, workflow=workflow)
@@ -61,11 +66,7 @@ def test_a_stale_fencing_token_is_refused_after_the_lease_moved_on(workflow, mak
 def test_release_returns_the_task_to_the_queue_for_the_next_claim(workflow, make_agent):
     holder, _ = make_agent("releaser", workflow)
     taker, _ = make_agent("taker", workflow)
-    from tickets.services import ticket_create
-
-    ticket = ticket_create(actor=holder, workflow=workflow, title="Release me", description="A task given back to the queue.")
-    services.task_create(actor=holder, ticket_id=ticket.pk, phase_id="PHASE_IMPLEMENTATION", description="Work to give back")
-    claimed = services.task_claim_next(agent=holder, workflow=workflow)
+    claimed = _one_claimed_task(workflow, holder, "Release me")
     assert services.task_claim_next(agent=taker, workflow=workflow) is None  # nothing else is ready
 
     released = services.task_release(agent=holder, task_id=claimed.pk, fencing_token=claimed.fencing_token, reason="blocked on review")
@@ -76,11 +77,7 @@ def test_release_returns_the_task_to_the_queue_for_the_next_claim(workflow, make
 
 def test_an_expired_lease_is_reaped_back_to_pending(workflow, make_agent):
     holder, _ = make_agent("sleeper", workflow)
-    from tickets.services import ticket_create
-
-    ticket = ticket_create(actor=holder, workflow=workflow, title="Reap me", description="A task whose holder went away.")
-    services.task_create(actor=holder, ticket_id=ticket.pk, phase_id="PHASE_IMPLEMENTATION", description="Work that gets abandoned")
-    claimed = services.task_claim_next(agent=holder, workflow=workflow)
+    claimed = _one_claimed_task(workflow, holder, "Reap me")
 
     assert services.task_reap_expired_leases(workflow_id=workflow.id) == 0
     assert services.task_reap_expired_leases(workflow_id=workflow.id, now=claimed.lease_expires_at + timedelta(seconds=1)) == 1
