@@ -197,6 +197,43 @@ def test_the_shadow_holdout_is_predicted_but_hidden_from_every_door(agent, workf
     assert shown["risk"]["band"] in ("medium", "high")
 
 
+def test_shadow_holdout_membership_is_sticky_when_the_share_changes_later(agent, workflow, mcp_for, settings):
+    from tasks.blockers import is_shadow
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+
+    _history(agent[0], workflow)
+    client = mcp_for(agent[1])
+    # given: one ticket filed while every ticket was held back, one while none was
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held_id = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for gift cards",
+                          description="Gift card payment webhook events.")["ticket"]["ticket_id"]
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for vouchers",
+                        description="Voucher payment webhook events.")
+    shown_id = shown["ticket"]["ticket_id"]
+    assert shown["risk"]["p_blocked"] is not None
+
+    # when: the share is lowered to 0 (the held-back ticket would now fall outside it) ...
+    held_get = client.call("get_ticket", ticket_id=held_id)
+    held_predicted = client.call("predict_blockers", ticket_id=held_id)
+    task_create(actor=agent[0], ticket_id=held_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the gift card payment webhook.")
+    held_claim = client.call("claim_next_task", workflow_id="test-flow")
+    # ... and raised to 100 (the shown ticket would now fall inside it)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    shown_predicted = client.call("predict_blockers", ticket_id=shown_id)
+
+    # then: each ticket keeps the membership it got at its first prediction, at every door
+    assert "risk" not in held_get and held_predicted["risk"] is None
+    assert held_claim["task"]["ticket_id"] == held_id and "warnings" not in held_claim
+    assert shown_predicted["risk"] is not None and shown_predicted["risk"]["p_blocked"] is not None
+    assert "risk" in client.call("get_ticket", ticket_id=shown_id)
+    held_pk, shown_pk = int(held_id.split("-")[1]), int(shown_id.split("-")[1])
+    assert is_shadow(held_pk) and not is_shadow(shown_pk)
+    assert set(BlockerPrediction.objects.filter(ticket_id=held_pk).values_list("shown", flat=True)) == {False}
+    assert set(BlockerPrediction.objects.filter(ticket_id=shown_pk).values_list("shown", flat=True)) == {True}
+
+
 def test_retraining_is_idempotent(agent, workflow):
     from io import StringIO
 
