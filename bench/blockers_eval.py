@@ -14,7 +14,7 @@ recorded through the services, never from the model's inputs. Three workflows, b
 Limits, said plainly: every cause is realised as a blocking *discovery* (a dependency gained after filing
 is also a positive label in the product, but the bench runs in real time and such a dependency would fall
 inside the 2-second "declared at filing" window, so the generator does not make them). The data goes to
-a database of its own (`omoios_bench_blockers` on the embedded server, recreated each run).
+a database of its own (`omoios_bench_blockers_<tickets>_<seed>` on the embedded server, recreated unless --reuse).
 
 Walk-forward: tickets ordered by creation; the last 60 % split into 4 windows; for each window, train on
 the tickets *finished* before the window opens, predict the window's tickets from their features at
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omoi_site.settings")
-BENCH_DATABASE = "omoios_bench_blockers"
+BENCH_DATABASE = "omoios_bench_blockers_{tickets}_{seed}"  # one per history, so --reuse finds its own
 
 # ------------------------------------------------------------------------------------------ generator
 
@@ -425,15 +425,16 @@ def main() -> None:
     from omoi_site.embedded_db import embedded_database_url
 
     truth_path = ROOT / ".data" / f"bench_blockers_truth_{args.tickets}_{args.seed}.json"
+    database = BENCH_DATABASE.format(tickets=args.tickets, seed=args.seed)
     reuse = args.reuse and truth_path.exists()
     if not os.environ.get("DATABASE_URL"):
         embedded_database_url(ROOT)
         server = embedded_db._server
         if not reuse:
             with psycopg.connect(server.get_uri("postgres"), autocommit=True) as connection:
-                connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}"')
-                connection.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-        os.environ["DATABASE_URL"] = server.get_uri(BENCH_DATABASE)
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+                connection.execute(f'CREATE DATABASE "{database}"')
+        os.environ["DATABASE_URL"] = server.get_uri(database)
     else:
         sys.exit("bench/blockers_eval.py recreates its own database; unset DATABASE_URL")
     import django

@@ -212,7 +212,8 @@ def main() -> None:
     print(f"predict_blockers (ticket_risk_forecast) at {Ticket.objects.count()} tickets / {Discovery.objects.count()} discoveries, "
           f"{len(timings)} calls (tiers shown: {tiers}): p50 {statistics.median(timings):.1f} ms, "
           f"p95 {timings[int(0.95 * (len(timings) - 1))]:.1f} ms, max {timings[-1]:.1f} ms; "
-          f"(for scale: embedding a new ticket text alone p50 {statistics.median(embedding_timings):.1f} ms)")
+          f"(for scale: embedding a new ticket text alone p50 {statistics.median(embedding_timings):.1f} ms); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

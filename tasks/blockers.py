@@ -210,9 +210,12 @@ def ticket_features(facts: TicketFacts, vector: list[float] | None) -> Features:
         if vector is not None:
             literal = _vector_literal(vector)
             cursor.execute(
-                f"""SELECT t.id, 1 - (t.embedding <=> %(v)s::vector), {_blocked_label_sql('t', 't.resolved_at')},
+                # The label from the ticket's outcome row (written as it finished); worked out only for a
+                # finished ticket that has none yet (finished before the outcome rows existed).
+                f"""SELECT t.id, 1 - (t.embedding <=> %(v)s::vector),
+                           coalesce(o.blocked, {_blocked_label_sql('t', 't.resolved_at')}),
                            extract(epoch FROM %(t0)s - t.created_at)
-                      FROM {TICKET_TABLE} t
+                      FROM {TICKET_TABLE} t LEFT JOIN {OUTCOME_TABLE} o ON o.ticket_id = t.id
                      WHERE t.workflow_id = %(w)s AND t.embedding IS NOT NULL AND t.resolved_at < %(t0)s
                        AND t.created_at < %(t0)s AND t.id <> %(self)s
                      ORDER BY t.embedding <=> %(v)s::vector LIMIT %(k)s""",
@@ -1105,8 +1108,15 @@ def expected_calibration_error(scores: list[float], labels: list[bool], *, bins:
     return error
 
 
-def _fingerprint(examples: list[Example]) -> str:
-    payload = json.dumps([FEATURE_VERSION, [(e.ticket_id, e.label, e.t0.isoformat()) for e in examples]])
+def _fingerprint(as_of: datetime | None) -> str:
+    """What a training run on the tickets finished before `as_of` would learn from: their ids, labels and
+    filing times (and the feature version), hashed — known before any feature is computed, so an hourly
+    retrain on unchanged data costs two queries, not the features of every finished ticket."""
+    rows = list(
+        Ticket.objects.filter(resolved_at__lt=as_of or timezone.now()).order_by("created_at", "id").values_list("id", "created_at")
+    )
+    labels = ticket_labels(ticket_ids=[pk for pk, _ in rows])
+    payload = json.dumps([FEATURE_VERSION, [(pk, labels[pk], created_at.isoformat()) for pk, created_at in rows]])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -1121,11 +1131,12 @@ def blocker_model_train(*, as_of: datetime | None = None) -> tuple[BlockerModel,
     discovery_embeddings_refresh()
     blocker_outcomes_refresh()
     blocker_predictions_grade()
-    examples = training_examples(as_of=as_of)
-    fingerprint = _fingerprint(examples)
+    as_of = as_of or timezone.now()
+    fingerprint = _fingerprint(as_of)
     existing = BlockerModel.objects.filter(training_fingerprint=fingerprint).first()
     if existing is not None:
         return existing, False
+    examples = training_examples(as_of=as_of)
     trained = fit_models(examples)
     model = BlockerModel.objects.create(
         tier=trained["tier"],
