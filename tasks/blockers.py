@@ -72,8 +72,8 @@ DEPENDENCY_TYPE = "dependency"
 DECLARED_WINDOW = timedelta(seconds=2)
 NEIGHBOURS = 50
 # Neighbours fade with age so that a cause fixed long ago stops raising the rate: a neighbour filed H
-# tickets (of its workflow) before t0 counts half. Measured on bench/blockers_eval.py: 100 beat 30, 60, 200
-# and no fading.
+# tickets (of its workflow) before t0 counts half. Measured on bench/blockers_eval.py (seed 17): 100 and 60
+# tie; 30, 200 and no fading rank worse.
 RECENCY_HALF_LIFE_TICKETS = 100.0
 DISCOVERY_CANDIDATES = 30
 KNN_PSEUDO_COUNT = 2.0
