@@ -14,7 +14,7 @@ recorded through the services, never from the model's inputs. Three workflows, b
 Limits, said plainly: every cause is realised as a blocking *discovery* (a dependency gained after filing
 is also a positive label in the product, but the bench runs in real time and such a dependency would fall
 inside the 2-second "declared at filing" window, so the generator does not make them). The data goes to
-a database of its own (`omoios_bench_blockers` on the embedded server, recreated each run).
+a database of its own (`omoios_bench_blockers_<tickets>_<seed>` on the embedded server, recreated unless --reuse).
 
 Walk-forward: tickets ordered by creation; the last 60 % split into 4 windows; for each window, train on
 the tickets *finished* before the window opens, predict the window's tickets from their features at
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omoi_site.settings")
-BENCH_DATABASE = "omoios_bench_blockers"
+BENCH_DATABASE = "omoios_bench_blockers_{tickets}_{seed}"  # one per history, so --reuse finds its own
 
 # ------------------------------------------------------------------------------------------ generator
 
@@ -121,6 +121,60 @@ DISTRACTORS = [
 ]
 
 
+def active_causes(slug: str, area: str, declared: bool, progress: float) -> list[tuple]:
+    """The hidden causes that may fire on a ticket of this workflow and area, filed at `progress` (0-1 of
+    the timeline), with or without a declared dependency: [(name, fire probability, type, paraphrases)]."""
+    active = []
+    for name, cause_slug, areas, condition, probability, kind, texts, start, end in CAUSES:
+        if cause_slug != slug or not (start <= progress < end):
+            continue
+        if (areas is not None and area in areas) or (condition == "declared" and declared):
+            active.append((name, probability, kind, texts))
+    return active
+
+
+def oracle_probability(active: list[tuple]) -> float:
+    """P(blocked) knowing the causes: any active cause fires, or the label noise does (causes are tried in
+    order and the first that fires is recorded; the noise applies only when none fired)."""
+    none_fires = 1.0
+    for _, probability, _, _ in active:
+        none_fires *= 1 - probability
+    return 1 - none_fires * (1 - NOISE_BLOCKING)
+
+
+def population_ceiling(draws: int, seed: int, *, from_progress: float = 0.4) -> dict:
+    """The best any model can do on this generator, in expectation: draw many tickets the way generate()
+    does (workflow, area, declared dependency, time) without touching the database, label each by its
+    causes' fire probabilities, and score the oracle (the true P(blocked) given everything observable at
+    filing) on those filed after `from_progress` (the walk-forward's prediction windows). Whether a cause
+    fires is independent of everything a model can see, so no scorer beats this in expectation."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = random.Random(seed)
+    slugs = list(WORKFLOWS)
+    weights = [WORKFLOWS[s][0] for s in slugs]
+    scores, labels = [], []
+    for _ in range(draws):
+        progress = rng.uniform(from_progress, 1.0)
+        slug = rng.choices(slugs, weights)[0]
+        area = rng.choice(WORKFLOWS[slug][1])[0]
+        p = oracle_probability(active_causes(slug, area, rng.random() < 0.12, progress))
+        scores.append(p)
+        labels.append(rng.random() < p)
+    import numpy as np
+
+    scores, labels = np.array(scores), np.array(labels)
+    prevalence = float(labels.mean())
+    best_f1 = 0.0
+    for threshold in np.unique(scores):  # a handful of distinct probabilities
+        flagged = scores >= threshold
+        true_positives = float((flagged & labels).sum())
+        best_f1 = max(best_f1, float(2 * true_positives / (flagged.sum() + labels.sum())))
+    pr_auc = float(average_precision_score(labels, scores))
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "pr_auc": pr_auc, "prevalence": prevalence,
+            "pr_lift": pr_auc / prevalence, "best_f1": best_f1}
+
+
 def generate(total: int, seed: int) -> dict:
     """Drive a synthetic history through the services. Returns the generator's ground truth."""
     from agents.services import agent_create_or_update
@@ -172,14 +226,9 @@ def generate(total: int, seed: int) -> dict:
         task, _ = task_create(actor=actor, ticket_id=ticket.public_id, phase_id="PHASE_IMPLEMENTATION", description=f"Implement: {title}")
         # hidden causes
         fired = None
-        oracle = NOISE_BLOCKING
-        for name, cause_slug, areas, condition, probability, kind, texts, start, end in CAUSES:
-            if cause_slug != slug or not (start <= progress < end):
-                continue
-            matches = (areas is not None and key in areas) or (condition == "declared" and declared)
-            if not matches:
-                continue
-            oracle = 1 - (1 - oracle) * (1 - probability)
+        active = active_causes(slug, key, bool(declared), progress)
+        oracle = oracle_probability(active)
+        for name, probability, kind, texts in active:
             if fired is None and rng.random() < probability:
                 fired = (name, kind, rng.choice(texts))
         if fired is None and rng.random() < NOISE_BLOCKING:
@@ -362,6 +411,9 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=900)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the bench database and ground truth of the previous run with the same --tickets/--seed "
+                             "(skips the generator; for iterating on the model)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "blockers_reliability.png"),
                         help="where to write the served tier's reliability diagram (PNG)")
     args = parser.parse_args()
@@ -372,13 +424,17 @@ def main() -> None:
     from omoi_site import embedded_db
     from omoi_site.embedded_db import embedded_database_url
 
+    truth_path = ROOT / ".data" / f"bench_blockers_truth_{args.tickets}_{args.seed}.json"
+    database = BENCH_DATABASE.format(tickets=args.tickets, seed=args.seed)
+    reuse = args.reuse and truth_path.exists()
     if not os.environ.get("DATABASE_URL"):
         embedded_database_url(ROOT)
         server = embedded_db._server
-        with psycopg.connect(server.get_uri("postgres"), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}"')
-            connection.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-        os.environ["DATABASE_URL"] = server.get_uri(BENCH_DATABASE)
+        if not reuse:
+            with psycopg.connect(server.get_uri("postgres"), autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+                connection.execute(f'CREATE DATABASE "{database}"')
+        os.environ["DATABASE_URL"] = server.get_uri(database)
     else:
         sys.exit("bench/blockers_eval.py recreates its own database; unset DATABASE_URL")
     import django
@@ -391,10 +447,20 @@ def main() -> None:
     from tickets.models import Ticket
 
     started = time.monotonic()
-    print(f"generating {args.tickets} tickets through the services (seed {args.seed}) …", flush=True)
-    truth = generate(args.tickets, args.seed)
-    print(f"  done in {time.monotonic() - started:.0f}s", flush=True)
-    blockers.discovery_embeddings_refresh()
+    if reuse:
+        import json
+
+        truth = {key: {int(k): v for k, v in value.items()} for key, value in json.loads(truth_path.read_text()).items()}
+        print(f"reusing the generated history of the previous run ({truth_path.name})", flush=True)
+    else:
+        print(f"generating {args.tickets} tickets through the services (seed {args.seed}) …", flush=True)
+        truth = generate(args.tickets, args.seed)
+        print(f"  done in {time.monotonic() - started:.0f}s", flush=True)
+        blockers.discovery_embeddings_refresh()
+        import json
+
+        truth_path.parent.mkdir(exist_ok=True)
+        truth_path.write_text(json.dumps(truth))
 
     started = time.monotonic()
     examples = blockers.training_examples()
@@ -418,21 +484,21 @@ def main() -> None:
         opens = window[0].t0
         train = [e for e in examples if resolved[e.ticket_id] < opens]
         rate = sum(e.label for e in train) / len(train)
+        # What blocker_model_train would decide on this past (shared tier, workflows with their own lr),
+        # and the shared lr itself for its own row.
+        trained = blockers.fit_models(train)
         parameters = blockers.fit_lr(train)
-        inner = blockers.walk_forward(train)
-        lr_wins = bool(inner) and (inner["lr"]["roc_auc"] or 0) > (inner["knn"]["roc_auc"] or 0) and inner["lr"]["brier"] <= inner["knn"]["brier"]
-        served_tiers.append("lr" if lr_wins else "knn")
+        served_tiers.append(trained["tier"] + (f"+{len(trained['workflows'])} own" if trained["workflows"] else ""))
 
-        def scores_of(e, parameters=parameters, rate=rate, lr_wins=lr_wins):
+        def scores_of(e, parameters=parameters, rate=rate, trained=trained):
             v = e.features.values
-            lr = blockers.lr_probability(parameters, v)
             return {
                 "base rate": rate,
                 "workflow-type rate": v["type_rate"],
                 "has open dependency": 1.0 if v["open_declared_blockers"] > 0 else 0.0,
                 "knn (neighbours only)": v["knn_rate"],
-                "lr": lr,
-                "served tier": lr if lr_wins else v["knn_rate"],
+                "lr": blockers.lr_probability(parameters, v),
+                "served tier": blockers.score_trained(trained, e.features, e.workflow_id)[1] or rate,
                 "oracle": truth["ticket_oracle"][e.ticket_id],
             }
 
@@ -477,11 +543,15 @@ def main() -> None:
 
         print(f"{name:24} {cell('roc_auc'):>16} {cell('pr_auc'):>16} {cell('f1'):>16} {cell('bss'):>17} {cell('ece'):>14}")
     print(f"PR-AUC of a random scorer = prevalence = {prevalence:.3f}; oracle = the generator's own fire probabilities")
+    ceiling = population_ceiling(100_000, args.seed)
+    print(f"ceiling of this generator in expectation (oracle on 100k drawn tickets of the prediction windows, no "
+          f"database): ROC-AUC {ceiling['roc_auc']:.3f}, PR-AUC {ceiling['pr_auc']:.3f} = {ceiling['pr_lift']:.2f}x "
+          f"prevalence {ceiling['prevalence']:.3f}, best F1 {ceiling['best_f1']:.3f}")
     served = pooled["served tier"]
     print("reliability of the served tier (bin: n, mean predicted, observed): " + "; ".join(
         f"{lo:.1f}-{hi:.1f}: {n}, {predicted:.3f}, {observed:.3f}" for lo, hi, n, predicted, observed in reliability_bins(served, labels)))
     write_reliability_png(args.plot, served, labels, title=(
-        f"Served tier ({'/'.join(sorted(set(served_tiers)))}), walk-forward: n={len(labels)}, ECE {ece(served, labels):.3f}"))
+        f"Served tier ({'/'.join(sorted(set(t.split('+')[0] for t in served_tiers)))}), walk-forward: n={len(labels)}, ECE {ece(served, labels):.3f}"))
     print(f"reliability diagram written to {args.plot}")
     print(f"similar-discovery Hit@5 (a past discovery of the same hidden cause in the top 5): "
           f"{hits / hit_total if hit_total else float('nan'):.3f} ({hits}/{hit_total})")

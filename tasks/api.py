@@ -415,8 +415,7 @@ class TicketRiskView(ApiView):
         summary="Forecast now what may block a ticket (p_blocked, band, likely blocker types, similar discoveries)",
     )
     def get(self, request, ticket_id):
-        ticket = ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response({"ticket_id": ticket.public_id, "risk": blockers.ticket_risk_predict(ticket=ticket)})
+        return Response(blockers.ticket_risk_forecast(actor=request.user, ticket_id=ticket_id))
 
 
 class SimilarDiscoveriesView(ApiView):
@@ -429,7 +428,7 @@ class SimilarDiscoveriesView(ApiView):
     )
     def get(self, request):
         query = validated_query(SimilarDiscoveriesQuery, request)
-        workflow = workflow_get(slug=query["workflow_id"], actor=request.user)
-        return Response({"discoveries": blockers.discoveries_similar(
-            workflow=workflow, query=query["query"], discovery_type=query.get("discovery_type"), limit=query["limit"]
-        )})
+        return Response(blockers.discoveries_search(
+            actor=request.user, workflow_slug=query["workflow_id"], query=query["query"],
+            discovery_type=query.get("discovery_type"), limit=query["limit"],
+        ))

@@ -10,5 +10,5 @@ class TasksConfig(AppConfig):
         from tasks import blockers, selectors
         from tickets import hooks as ticket_hooks
 
-        ticket_hooks.ticket_resolved.connect(blockers.blocker_predictions_grade)
+        ticket_hooks.ticket_resolved.connect(blockers.blocker_ticket_finished)
         ticket_hooks.related_tasks_resolve.connect(selectors.related_tasks_public_ids)

@@ -161,8 +161,7 @@ def register_conversation(
 @mcp_tool(read_only=True)
 def predict_blockers(caller, ticket_id: TicketId) -> dict:
     """Forecast now what may block a ticket (the risk object of get_ticket); risk null: none shown."""
-    ticket = ticket_get(ticket_id=ticket_id, actor=caller)
-    return {"ticket_id": ticket.public_id, "risk": blockers.ticket_risk_predict(ticket=ticket)}
+    return blockers.ticket_risk_forecast(actor=caller, ticket_id=ticket_id)
 
 
 @mcp_tool(read_only=True)
@@ -172,5 +171,6 @@ def search_similar_discoveries(
     limit: Annotated[int, Field(ge=1, le=50)] = 10,
 ) -> dict:
     """Past discoveries like query (meaning + words), with their follow-up and hours to unblock."""
-    workflow = workflow_get(slug=workflow_id, actor=caller)
-    return {"discoveries": blockers.discoveries_similar(workflow=workflow, query=query, discovery_type=discovery_type, limit=limit)}
+    return blockers.discoveries_search(
+        actor=caller, workflow_slug=workflow_id, query=query, discovery_type=discovery_type, limit=limit
+    )

@@ -282,3 +282,24 @@ class BlockerPrediction(models.Model):
         """Whether its figures may be displayed: a shown prediction, or a held-back one whose ticket has
         finished and been graded (showing it can no longer change the outcome it is measured on)."""
         return self.shown or self.graded_at is not None
+
+
+class BlockerOutcome(models.Model):
+    """The outcome of one finished ticket for blocker prediction (tasks.blockers): whether it became
+    blocked before it was done, with the fields the priors count by. Written when the ticket is resolved
+    (and backfilled by training), so the priors read one narrow row per finished ticket instead of
+    working every label out again from dependencies and discoveries. A finished ticket's outcome never
+    changes: blockers and discoveries after `resolved_at` do not count."""
+
+    ticket = models.OneToOneField("tickets.Ticket", primary_key=True, on_delete=models.CASCADE, related_name="blocker_outcome")
+    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="+")
+    ticket_type = models.CharField(max_length=20)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField()
+    blocked = models.BooleanField()
+
+    class Meta:
+        indexes = [models.Index(fields=["workflow", "resolved_at"], name="blocker_outcome_wf_resolved")]
+
+    def __str__(self) -> str:
+        return f"TKT-{self.ticket_id} {'blocked' if self.blocked else 'not blocked'}"

@@ -197,6 +197,97 @@ def test_the_shadow_holdout_is_predicted_but_hidden_from_every_door(agent, workf
     assert shown["risk"]["band"] in ("medium", "high")
 
 
+def test_shadow_holdout_membership_is_sticky_when_the_share_changes_later(agent, workflow, mcp_for, settings):
+    from tasks.blockers import is_shadow
+    from tasks.models import BlockerPrediction
+    from tasks.services import task_create
+
+    _history(agent[0], workflow)
+    client = mcp_for(agent[1])
+    # given: one ticket filed while every ticket was held back, one while none was
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    held_id = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for gift cards",
+                          description="Gift card payment webhook events.")["ticket"]["ticket_id"]
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 0
+    shown = client.call("create_ticket", workflow_id="test-flow", title="Payment webhook for vouchers",
+                        description="Voucher payment webhook events.")
+    shown_id = shown["ticket"]["ticket_id"]
+    assert shown["risk"]["p_blocked"] is not None
+
+    # when: the share is lowered to 0 (the held-back ticket would now fall outside it) ...
+    held_get = client.call("get_ticket", ticket_id=held_id)
+    held_predicted = client.call("predict_blockers", ticket_id=held_id)
+    task_create(actor=agent[0], ticket_id=held_id, phase_id="PHASE_IMPLEMENTATION", description="Implement the gift card payment webhook.")
+    held_claim = client.call("claim_next_task", workflow_id="test-flow")
+    # ... and raised to 100 (the shown ticket would now fall inside it)
+    settings.BLOCKER_SHADOW_HOLDOUT_PERCENT = 100
+    shown_predicted = client.call("predict_blockers", ticket_id=shown_id)
+
+    # then: each ticket keeps the membership it got at its first prediction, at every door
+    assert "risk" not in held_get and held_predicted["risk"] is None
+    assert held_claim["task"]["ticket_id"] == held_id and "warnings" not in held_claim
+    assert shown_predicted["risk"] is not None and shown_predicted["risk"]["p_blocked"] is not None
+    assert "risk" in client.call("get_ticket", ticket_id=shown_id)
+    held_pk, shown_pk = int(held_id.split("-")[1]), int(shown_id.split("-")[1])
+    assert is_shadow(held_pk) and not is_shadow(shown_pk)
+    assert set(BlockerPrediction.objects.filter(ticket_id=held_pk).values_list("shown", flat=True)) == {False}
+    assert set(BlockerPrediction.objects.filter(ticket_id=shown_pk).values_list("shown", flat=True)) == {True}
+
+
+def test_a_workflow_with_its_own_model_is_served_by_it_and_other_workflows_by_the_shared_one(agent, workflow, other_workflow, make_agent):
+    from tasks.blockers import FEATURE_VERSION, LR_INPUTS, blocker_prediction_record
+    from tasks.models import BlockerModel
+    from tickets.services import ticket_create
+
+    _history(agent[0], workflow)
+    other_agent, _ = make_agent("other-agent", other_workflow)
+    _history(other_agent, other_workflow)
+    width = len(LR_INPUTS)
+    # given: a training run whose shared model is knn and which gave `workflow` its own lr (an lr whose
+    # intercept alone says 0.9, so the test can tell who spoke)
+    own = BlockerModel.objects.create(
+        workflow=workflow, tier="lr", feature_version=FEATURE_VERSION, training_fingerprint="own", examples=12, positives=6,
+        parameters={"mean": [0.0] * width, "scale": [1.0] * width, "coef": [0.0] * width, "intercept": 2.1972,
+                    "platt_a": 1.0, "platt_b": 0.0, "feature_names": list(LR_INPUTS)},
+    )
+    shared = BlockerModel.objects.create(
+        tier="knn", feature_version=FEATURE_VERSION, training_fingerprint="shared", examples=24, positives=12,
+        parameters={}, metrics={"workflow_models": {str(workflow.pk): own.pk}},
+    )
+
+    # when
+    mine = blocker_prediction_record(ticket=ticket_create(
+        actor=agent[0], workflow=workflow, title="Payment webhook for Alipay", description="Receive Alipay payment webhook events."))
+    theirs = blocker_prediction_record(ticket=ticket_create(
+        actor=other_agent, workflow=other_workflow, title="Payment webhook for Alipay", description="Receive Alipay payment webhook events."))
+
+    # then
+    assert (mine.model_tier, mine.model_version, mine.model_id, mine.p_blocked) == ("lr", own.version, own.pk, 0.9)
+    assert (theirs.model_tier, theirs.model_id) == ("knn", None) and theirs.model_version != shared.version
+    assert theirs.p_blocked != 0.9
+
+
+def test_a_resolved_ticket_records_its_outcome_and_the_priors_count_it(agent, workflow):
+    from tasks.blockers import TicketFacts, ticket_features
+    from tasks.models import BlockerOutcome
+    from tickets.services import ticket_create
+
+    def prior_counts():
+        facts = TicketFacts(workflow_id=workflow.pk, title="Anything at all", description="Something to do here.",
+                            ticket_type="task", priority="MEDIUM", phase="PHASE_BACKLOG", tags=[], t0=timezone.now())
+        return ticket_features(facts, None).base_rate
+
+    before = prior_counts()
+    discoveries = _history(agent[0], workflow)  # 12 finished tickets, 6 blocked by a discovery
+
+    outcomes = dict(BlockerOutcome.objects.filter(workflow=workflow).values_list("ticket_id", "blocked"))
+    blocked_tickets = {d.source_task.ticket_id for d in discoveries}
+    assert len(outcomes) == 12 and {pk for pk, blocked in outcomes.items() if blocked} == blocked_tickets
+    assert before < 0.2 < prior_counts()  # 6 of 12 blocked pulls the smoothed workflow rate up from the default
+    open_ticket = ticket_create(actor=agent[0], workflow=workflow, title="Still open", description="Not finished yet.")
+    assert not BlockerOutcome.objects.filter(ticket=open_ticket).exists()
+
+
 def test_retraining_is_idempotent(agent, workflow):
     from io import StringIO
 

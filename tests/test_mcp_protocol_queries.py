@@ -24,13 +24,14 @@ PINNED = {
     "get_messages": 1,
     "get_agent_trajectory": 2,
     "search_tickets": 7,
-    # A fresh forecast (issue 17): ticket, model, declared blockers, then in one transaction SET LOCAL x2,
-    # priors, neighbour tickets, near discoveries (two routes in one UNION), full text, their details,
-    # open declared blockers, suggested blockers (2), and the ledger upsert (update_or_create: a fresh
-    # forecast replaces the previous request; savepoint + SELECT FOR UPDATE + write).
-    "predict_blockers": 20,
-    # transaction + SET LOCAL x2, semantic (two routes, one UNION), full text, details
-    "search_similar_discoveries": 9,
+    # A fresh forecast (issue 17): ticket, model, declared blockers, shadow membership (the first ledger
+    # row), then without a savepoint: one SET LOCAL, priors (outcome rows), neighbour tickets, near
+    # discoveries (two meaning routes in one UNION; no word route in the features), their details, open
+    # declared blockers, suggested blockers (2), and the ledger upsert (update_or_create: a fresh forecast
+    # replaces the previous request; savepoint + SELECT FOR UPDATE + write).
+    "predict_blockers": 17,
+    # transaction + one SET LOCAL, semantic (two routes, one UNION), full text, details
+    "search_similar_discoveries": 8,
 }
 
 

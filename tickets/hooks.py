@@ -10,7 +10,7 @@ ticket_ready = Hook(
 ticket_resolved = Hook(
     "ticket_resolved",
     "A ticket was resolved, inside the resolving transaction: send(ticket=Ticket). Tasks' blocker ledger "
-    "(tasks.blockers.blocker_predictions_grade) grades the predictions it showed for that ticket.",
+    "(tasks.blockers.blocker_ticket_finished) records its outcome and grades the predictions it made for that ticket.",
 )
 related_tasks_resolve = Hook(
     "related_tasks_resolve",
