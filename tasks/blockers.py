@@ -50,7 +50,7 @@ from django.db import connection, transaction
 from django.tasks import task
 from django.utils import timezone
 
-from omoi_site.domain import DomainError, PermissionDenied
+from omoi_site.domain import DomainError, PermissionDenied, task_public_id, ticket_public_id
 from tasks.models import BlockerModel, BlockerOutcome, BlockerPrediction, Discovery, Task
 from tickets.embeddings import EmbeddingError, embed_query, get_embedding_provider, ticket_embedding_text
 from tickets.models import Phase, Ticket, TicketDependency
@@ -393,11 +393,11 @@ def _discovery_details(cursor, ids: list[int], *, t0: datetime) -> dict[int, dic
             "discovery_id": pk,
             "discovery_type": kind,
             "summary": summary,
-            "ticket_id": f"{Ticket.PUBLIC_PREFIX}-{ticket_pk}",
+            "ticket_id": ticket_public_id(ticket_pk),
             "ticket_pk": ticket_pk,
         }
         if spawned_id:
-            row["follow_up_task_id"] = f"{Task.PUBLIC_PREFIX}-{spawned_id}"
+            row["follow_up_task_id"] = task_public_id(spawned_id)
             row["follow_up_outcome"] = spawned_status if ended else "open"
             if ended and spawned_status == Task.Status.COMPLETED:
                 row["hours_to_unblock"] = round((completed_at - created_at).total_seconds() / 3600, 2)
@@ -553,7 +553,7 @@ def _suggested_blocked_by(facts: TicketFacts, features: Features, p: float | Non
         rows = cursor.fetchall()
     scale = p if p is not None else features.values["knn_rate"]
     return [
-        {"ticket_id": f"{Ticket.PUBLIC_PREFIX}-{pk}", "title": title, "p": round(max(float(sim), 0.0) * scale, 3)}
+        {"ticket_id": ticket_public_id(pk), "title": title, "p": round(max(float(sim), 0.0) * scale, 3)}
         for pk, title, sim in rows
         if float(sim) >= 0.5
     ]

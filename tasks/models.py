@@ -292,7 +292,7 @@ class BlockerOutcome(models.Model):
     changes: blockers and discoveries after `resolved_at` do not count."""
 
     ticket = models.OneToOneField("tickets.Ticket", primary_key=True, on_delete=models.CASCADE, related_name="blocker_outcome")
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="+")
     ticket_type = models.CharField(max_length=20)
     created_at = models.DateTimeField()
     resolved_at = models.DateTimeField()

@@ -7,8 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_jobs_modules_renamed'),
-        ('tickets', '0002_workflow_monthly_budget'),
+        ('tasks', '0006_workflow_is_identity'),
+        ('tickets', '0003_workflow_is_identity'),
     ]
 
     operations = [
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField()),
                 ('resolved_at', models.DateTimeField()),
                 ('blocked', models.BooleanField()),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tickets.workflow')),
+                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.workflow')),
             ],
             options={
                 'indexes': [models.Index(fields=['workflow', 'resolved_at'], name='blocker_outcome_wf_resolved')],
