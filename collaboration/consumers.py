@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from agents.selectors import agent_for_token, agent_get_visible
+from collaboration.fanout import event_matches, fanout
 from omoi_site.domain import DomainError
 from omoi_site.events import EVENT_NAMES, agent_group, events_since, relay, ticket_group, workflow_group
 from tickets.selectors import ticket_get, workflow_get
@@ -50,31 +51,34 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-def _event_matches(event: str, wanted: set[str]) -> bool:
-    """`wanted` holds exact names ('ticket.resolved') or prefixes ('ticket.*'); empty means everything."""
-    if not wanted:
-        return True
-    return event in wanted or any(w.endswith(".*") and event.startswith(w[:-1]) for w in wanted)
-
-
 class _EventForwarder(AsyncJsonWebsocketConsumer):
     """Joins groups, replays what the client missed (`?since=<event id>`), forwards `omoi.event` messages
-    once each (a socket in both `workflow.x` and `ticket.TKT-1` receives the same event twice from the
-    layer), answers pings, sends a heartbeat when quiet and re-checks its credentials every few seconds:
-    a revoked or expired token (or an ended session) closes the socket with 4401."""
+    once each (replay and live can overlap), answers pings, sends a heartbeat when quiet and re-checks its
+    credentials every few seconds: a revoked or expired token (or an ended session) closes the socket with
+    4401.
 
+    Live events do not come through a channel of this socket: the process' fan-out (collaboration.fanout)
+    receives each event once and calls `offer()` on every local socket of its groups. So these consumers
+    have no channel layer of their own (`channel_layer_alias = None`)."""
+
+    channel_layer_alias = None
     groups_joined: list[str]
     wanted_events: set[str]
     allowed_workflows: set[str] | None  # None: every workflow
+    # Whether a live event needs an awaited (database) check before it is sent; see AgentConsumer.
+    checks_each_event = False
 
     async def _join(self, groups: list[str]) -> None:
         if settings.CHANNEL_LAYER_KIND == "in-memory":
             await relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
         self.groups_joined = list(dict.fromkeys(groups))
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        self.event_filter = frozenset(self.wanted_events)
         self._recent: deque[str] = deque(maxlen=2048)
         self._recent_set: set[str] = set()
+        self._outbox: deque[tuple[dict, str]] = deque()
+        self._sending = False
+        self._fanout = fanout()
+        await self._fanout.join(self, self.groups_joined)
 
     def _since(self) -> int | None:
         """The `since` query argument: the last event id the client saw (None when absent)."""
@@ -130,13 +134,52 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         watcher = getattr(self, "_watcher", None)
         if watcher is not None:
             watcher.cancel()
-        for group in getattr(self, "groups_joined", []):
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # e.g. redis MaxConnectionsError when hundreds of sockets close at once
-                # A missed discard is harmless: the dead channel's messages expire and channels_redis
-                # drops the membership after group_expiry. Logged so the pool size can be raised.
-                logger.warning("group_discard %s failed for %s", group, self.channel_name, exc_info=True)
+        hub = getattr(self, "_fanout", None)
+        if hub is not None:
+            self._fanout = None
+            await hub.leave(self, self.groups_joined)
+
+    # --- live delivery from the process' fan-out ---------------------------------------------------------
+
+    def offer(self, message: dict, text: str) -> None:
+        """A live event for this socket (its `events=` filter already matched): checked and sent in order,
+        without awaiting here — a slow client queues behind itself, not in front of the other sockets."""
+        if self._fanout is None:
+            return
+        if not self.checks_each_event:
+            if self.allowed_workflows is not None and message.get("workflow") not in self.allowed_workflows:
+                return
+            if not self._first_delivery(message):
+                return
+        self._outbox.append((message, text))
+        if self._sending:
+            return
+        self._sending = True
+        # Eager: when the server can take the frame at once (the usual case), the send completes right here
+        # without scheduling a task; only a socket whose client is slow leaves a task behind.
+        sender = asyncio.Task(self._drain_outbox(), loop=asyncio.get_running_loop(), eager_start=True)
+        if not sender.done():
+            self._sender = sender  # the loop keeps only a weak reference to a task
+
+    async def _drain_outbox(self) -> None:
+        try:
+            while self._outbox:
+                message, text = self._outbox.popleft()
+                if self.checks_each_event:
+                    if not await self._workflow_allowed(message.get("workflow")) or not self._first_delivery(message):
+                        continue
+                self._last_sent = time.monotonic()
+                await self.send(text_data=text)
+        except Exception:  # the client went away mid-send: its disconnect handler cleans up
+            self._outbox.clear()
+        finally:
+            self._sending = False
+
+    def interrupted(self) -> None:
+        """The live stream of this process broke (channel layer gone): close with 1011 so the client
+        reconnects with `?since=` and replays what it missed from the event log."""
+        self._fanout = None
+        asyncio.get_running_loop().create_task(self.close(code=1011))
 
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":
@@ -167,26 +210,14 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         return self.allowed_workflows is None or slug in self.allowed_workflows
 
     async def _forward(self, message: dict) -> None:
-        if not _event_matches(message.get("event", ""), self.wanted_events):
+        """A replayed event (`?since=`): the same checks as a live one."""
+        if not event_matches(message.get("event", ""), self.wanted_events):
             return
         if not await self._workflow_allowed(message.get("workflow")):
             return
         if not self._first_delivery(message):
             return
         await self.send_json(message)
-
-    async def omoi_event(self, message: dict) -> None:
-        await self._forward(message)
-
-    async def dispatch(self, message):
-        # Channels runs close_old_connections() in a worker thread before every handler. Forwarding an event
-        # touches no database connection (AgentConsumer's per-event check runs in database_sync_to_async,
-        # which closes stale connections itself), and at thousands of deliveries a second that thread hop
-        # per socket per event was the largest single cost of fan-out, queued behind the credential re-checks.
-        if message.get("type") == "omoi.event":
-            await self._forward(message)
-        else:
-            await super().dispatch(message)
 
 
 # --- database reads (through selectors) ------------------------------------------------------------
@@ -324,6 +355,7 @@ class AgentConsumer(_EventForwarder):
         self.agent, self._token = agent, token
         self.wanted_events = set(_query(self.scope).get("events", []))
         self.allowed_workflows = None  # checked against the agent's current workflows for every event
+        self.checks_each_event = True
         await self._join([agent_group(agent.agent_id)])
         await self.accept()
         await self._start(since)
