@@ -27,7 +27,9 @@ import weakref
 from collections import deque
 from typing import Protocol
 
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
+from django.conf import settings
 
 from omoi_site.events import event_groups
 
@@ -73,7 +75,7 @@ class Fanout:
         async with self._lock:
             try:
                 if self._reader is None:
-                    self._layer = get_channel_layer()
+                    self._layer = _layer_for_a_reader()
                     self._channel = await self._layer.new_channel()
                     self._reader = asyncio.get_running_loop().create_task(
                         self._read(self._layer, self._channel), name="omoi-fanout-reader")
@@ -110,13 +112,14 @@ class Fanout:
                 await self._stop()
 
     async def _stop(self) -> None:
-        reader, self._reader, self._layer, self._channel = self._reader, None, None, None
+        reader, layer, self._reader, self._layer, self._channel = self._reader, self._layer, None, None, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
             try:
                 await reader
             except (asyncio.CancelledError, Exception):
                 pass
+        await _close_layer(layer)
 
     async def _read(self, layer, channel: str) -> None:
         try:
@@ -133,7 +136,10 @@ class Fanout:
     def _interrupt(self) -> None:
         listeners = {listener: None for members in self._members.values() for listener in members}
         self._members.clear()
-        self._reader, self._layer, self._channel = None, None, None
+        layer, self._reader, self._layer, self._channel = self._layer, None, None, None
+        # Its pooled connections may be dead (a restarted Redis closes them; each would fail once more):
+        # the next socket starts over with a fresh layer instance.
+        asyncio.get_running_loop().create_task(_close_layer(layer))
         for listener in listeners:
             listener.interrupted()
 
@@ -166,6 +172,24 @@ class Fanout:
                     listener.offer(message, text)
                 except Exception:  # one broken socket must not starve the others
                     logger.exception("delivering event %s to a socket failed", key)
+
+
+def _layer_for_a_reader():
+    """The channel layer a reader receives from. The in-memory layer is the process' own instance (the event
+    log relay sends into it); a Redis layer gets an instance of its own per reader, so the reader's pooled
+    connections can be dropped after a failure without touching the publisher's."""
+    if settings.CHANNEL_LAYER_KIND == "in-memory":
+        return get_channel_layer()
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+
+
+async def _close_layer(layer) -> None:
+    if layer is None or layer is get_channel_layer() or not hasattr(layer, "close_pools"):
+        return
+    try:
+        await layer.close_pools()
+    except Exception:  # closing connections to a Redis that is gone may fail; they are dropped either way
+        logger.debug("closing the fan-out reader's layer failed", exc_info=True)
 
 
 _fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout] = weakref.WeakKeyDictionary()
