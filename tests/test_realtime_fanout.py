@@ -7,6 +7,7 @@ Waits are event-driven with generous timeouts; nothing is timed.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -171,9 +172,10 @@ def test_logging_out_closes_only_that_sessions_sockets(flow, make_agent):
 
 def test_a_client_that_stops_reading_does_not_hold_up_the_others_and_gets_everything_in_order(asgi_server, flow):
     """Real uvicorn, real websocket clients. One client stops reading, so its TCP buffers fill and the server
-    has to queue its frames (each event is ~600 KB of incompressible text; 30 of them are far more than the
-    socket buffers hold); the other client still receives every event, and once the stalled client reads
-    again it gets all of them, in order."""
+    has to queue its frames (each event carries 600 KB of base64 random bytes, ~450 KB even after the
+    server's per-message deflate; 40 of them are more than the loopback socket buffers hold); the other
+    client still receives every event, and once the stalled client reads again it gets all of them, in
+    order. Were the fan-out waiting on the stalled socket, the reading client would wait too and fail."""
     from django.db import transaction
     from websockets.sync.client import connect
 
@@ -182,7 +184,7 @@ def test_a_client_that_stops_reading_does_not_hold_up_the_others_and_gets_everyt
     _, cookie = _login_cookie()
     url = asgi_server.url.replace("http://", "ws://") + f"/ws/dashboard/?workflow={flow.slug}&events=sandbox.finished"
     headers = {"Cookie": cookie[1].decode()}
-    count = 30
+    count = 40
 
     def subscribed(client):
         assert json.loads(client.recv(timeout=15))["type"] == "subscribed"
@@ -203,7 +205,7 @@ def test_a_client_that_stops_reading_does_not_hold_up_the_others_and_gets_everyt
         for step in range(count):
             with transaction.atomic():
                 publish_on_commit("sandbox.finished", workflow=flow.slug,
-                                  payload={"step": step, "blob": os.urandom(300_000).hex()})
+                                  payload={"step": step, "blob": base64.b64encode(os.urandom(450_000)).decode()})
         reading_steps = events_from(reading, count)
         stalled_steps = events_from(stalled, count)
     assert reading_steps == list(range(count))
