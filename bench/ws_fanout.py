@@ -254,6 +254,7 @@ async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[i
     watched = {"servers": server_pids, "redis": [redis_pid] if redis_pid else []}
     cpu_before = {name: [_process_cpu_seconds(pid) for pid in pids] for name, pids in watched.items()}
     machine_before, bench_before, window_started = _machine_busy_seconds(), time.process_time(), time.monotonic()
+    load_before = os.getloadavg()
     for worker in workers:
         worker.stdin.write("start\n")
         worker.stdin.flush()
@@ -308,6 +309,9 @@ async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[i
           f"whole machine {machine_cpu:.2f} ({machine_cpu / window:.2f} of {os.cpu_count()} cores busy)")
     print(f"cpu ms / 1000 deliv web processes {1000 * servers_cpu / thousands:.0f}, bench clients {1000 * client_cpu / thousands:.0f} "
           f"(clients {100 * client_cpu / max(machine_cpu, 1e-9):.0f} % of the machine's busy time)")
+    load_after = os.getloadavg()
+    print(f"machine load       (1/5/15 min, as `uptime`) at start {' '.join(f'{v:.2f}' for v in load_before)}, "
+          f"at end {' '.join(f'{v:.2f}' for v in load_after)}")
     print(f"channel layer      {os.environ.get('REDIS_URL') or 'in-memory'}")
     return delivered == expected
 
