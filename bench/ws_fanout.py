@@ -42,6 +42,9 @@ def parse_args():
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for late deliveries")
     parser.add_argument("--url", help="target server, e.g. http://127.0.0.1:8000 (default: start --servers here)")
     parser.add_argument("--servers", type=int, default=2, help="web processes to start when --url is not given")
+    parser.add_argument("--publishers", type=int, default=1,
+                        help="publishing threads, each moving its own share of the tickets at rate/N (their database "
+                             "round trips overlap: one thread cannot keep 20 events/s on a loaded machine)")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes the sockets are split over (0: in the bench process, beside the publisher)")
     parser.add_argument("--uvicorn-arg", action="append", default=[], metavar="ARG",
@@ -260,10 +263,13 @@ async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[i
         worker.stdin.flush()
     published: list[float] = []
     stop = threading.Event()
-    publisher = threading.Thread(target=publish, args=(agent, ticket_ids, args.rate, args.duration, published, stop))
+    count = max(1, args.publishers)
+    publishers = [threading.Thread(target=publish, args=(agent, ticket_ids[k::count], args.rate / count, args.duration, published, stop))
+                  for k in range(count)]
     publish_started = time.monotonic()
-    publisher.start()
-    while publisher.is_alive():
+    for publisher in publishers:
+        publisher.start()
+    while any(publisher.is_alive() for publisher in publishers):
         await asyncio.sleep(0.1)
     publish_seconds = time.monotonic() - publish_started
     expected = len(published) * args.clients
