@@ -42,6 +42,9 @@ def parse_args():
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for late deliveries")
     parser.add_argument("--url", help="target server, e.g. http://127.0.0.1:8000 (default: start --servers here)")
     parser.add_argument("--servers", type=int, default=2, help="web processes to start when --url is not given")
+    parser.add_argument("--publishers", type=int, default=1,
+                        help="publishing threads, each moving its own share of the tickets at rate/N (their database "
+                             "round trips overlap: one thread cannot keep 20 events/s on a loaded machine)")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes the sockets are split over (0: in the bench process, beside the publisher)")
     parser.add_argument("--uvicorn-arg", action="append", default=[], metavar="ARG",
@@ -254,15 +257,19 @@ async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[i
     watched = {"servers": server_pids, "redis": [redis_pid] if redis_pid else []}
     cpu_before = {name: [_process_cpu_seconds(pid) for pid in pids] for name, pids in watched.items()}
     machine_before, bench_before, window_started = _machine_busy_seconds(), time.process_time(), time.monotonic()
+    load_before = os.getloadavg()
     for worker in workers:
         worker.stdin.write("start\n")
         worker.stdin.flush()
     published: list[float] = []
     stop = threading.Event()
-    publisher = threading.Thread(target=publish, args=(agent, ticket_ids, args.rate, args.duration, published, stop))
+    count = max(1, args.publishers)
+    publishers = [threading.Thread(target=publish, args=(agent, ticket_ids[k::count], args.rate / count, args.duration, published, stop))
+                  for k in range(count)]
     publish_started = time.monotonic()
-    publisher.start()
-    while publisher.is_alive():
+    for publisher in publishers:
+        publisher.start()
+    while any(publisher.is_alive() for publisher in publishers):
         await asyncio.sleep(0.1)
     publish_seconds = time.monotonic() - publish_started
     expected = len(published) * args.clients
@@ -308,6 +315,9 @@ async def run(args, base_urls: list[str], cookie: str, agent, ticket_ids: list[i
           f"whole machine {machine_cpu:.2f} ({machine_cpu / window:.2f} of {os.cpu_count()} cores busy)")
     print(f"cpu ms / 1000 deliv web processes {1000 * servers_cpu / thousands:.0f}, bench clients {1000 * client_cpu / thousands:.0f} "
           f"(clients {100 * client_cpu / max(machine_cpu, 1e-9):.0f} % of the machine's busy time)")
+    load_after = os.getloadavg()
+    print(f"machine load       (1/5/15 min, as `uptime`) at start {' '.join(f'{v:.2f}' for v in load_before)}, "
+          f"at end {' '.join(f'{v:.2f}' for v in load_after)}")
     print(f"channel layer      {os.environ.get('REDIS_URL') or 'in-memory'}")
     return delivered == expected
 

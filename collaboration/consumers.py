@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -23,6 +24,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from agents.selectors import agent_for_token, agent_get_visible
+from collaboration.fanout import event_matches, fanout
 from omoi_site.domain import DomainError
 from omoi_site.events import EVENT_NAMES, agent_group, events_since, relay, ticket_group, workflow_group
 from tickets.selectors import ticket_get, workflow_get
@@ -50,31 +52,34 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-def _event_matches(event: str, wanted: set[str]) -> bool:
-    """`wanted` holds exact names ('ticket.resolved') or prefixes ('ticket.*'); empty means everything."""
-    if not wanted:
-        return True
-    return event in wanted or any(w.endswith(".*") and event.startswith(w[:-1]) for w in wanted)
-
-
 class _EventForwarder(AsyncJsonWebsocketConsumer):
     """Joins groups, replays what the client missed (`?since=<event id>`), forwards `omoi.event` messages
-    once each (a socket in both `workflow.x` and `ticket.TKT-1` receives the same event twice from the
-    layer), answers pings, sends a heartbeat when quiet and re-checks its credentials every few seconds:
-    a revoked or expired token (or an ended session) closes the socket with 4401."""
+    once each (replay and live can overlap), answers pings, sends a heartbeat when quiet and re-checks its
+    credentials every few seconds: a revoked or expired token (or an ended session) closes the socket with
+    4401.
 
+    Live events do not come through a channel of this socket: the process' fan-out (collaboration.fanout)
+    receives each event once and calls `offer()` on every local socket of its groups. So these consumers
+    have no channel layer of their own (`channel_layer_alias = None`)."""
+
+    channel_layer_alias = None
     groups_joined: list[str]
     wanted_events: set[str]
     allowed_workflows: set[str] | None  # None: every workflow
+    # Whether a live event needs an awaited (database) check before it is sent; see AgentConsumer.
+    checks_each_event = False
 
     async def _join(self, groups: list[str]) -> None:
         if settings.CHANNEL_LAYER_KIND == "in-memory":
             await relay.ensure_started()  # no shared layer: this process relays the event log to its sockets
         self.groups_joined = list(dict.fromkeys(groups))
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        self.event_filter = frozenset(self.wanted_events)
         self._recent: deque[str] = deque(maxlen=2048)
         self._recent_set: set[str] = set()
+        self._outbox: deque[tuple[dict | None, str]] = deque()
+        self._sending = False
+        self._fanout = fanout()
+        await self._fanout.join(self, self.groups_joined)
 
     def _since(self) -> int | None:
         """The `since` query argument: the last event id the client saw (None when absent)."""
@@ -91,7 +96,7 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         if since is not None:
             for message in await _events_since(self.groups_joined, since):
                 await self._forward(message)
-        self._watcher = asyncio.create_task(self._watch())
+        _watch_for_this_loop().add(self)
 
     def _hello(self) -> dict:
         return {"groups": self.groups_joined}
@@ -106,37 +111,73 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         self._last_sent = time.monotonic()
         await super().send_json(content, close=close)
 
-    async def _watch(self) -> None:
-        """Every WEBSOCKET_RECHECK_SECONDS: still allowed? Quiet for WEBSOCKET_HEARTBEAT_SECONDS: heartbeat."""
-        while True:
-            await asyncio.sleep(settings.WEBSOCKET_RECHECK_SECONDS)
-            try:
-                refusal = await self._recheck()
-            except Exception:  # a database hiccup is not a reason to drop a healthy socket
-                logger.warning("websocket credential re-check failed; keeping the socket", exc_info=True)
-                refusal = None
-            if refusal:
-                await self.send_json({"type": "error", "code": CLOSE_UNAUTHENTICATED, "message": refusal})
-                await self.close(code=CLOSE_UNAUTHENTICATED)
-                return
-            if time.monotonic() - getattr(self, "_last_sent", 0.0) >= settings.WEBSOCKET_HEARTBEAT_SECONDS:
-                await self.send_json({"type": "heartbeat"})
+    @classmethod
+    def recheck_many(cls, sockets: list[_EventForwarder]) -> dict[_EventForwarder, tuple[str | None, object]]:
+        """In a worker thread, for all open sockets of this class in the process at once: socket → (None
+        while it may stay open, else the reason it is closed; what `_apply_recheck` takes)."""
+        return {socket: (None, None) for socket in sockets}
 
-    async def _recheck(self) -> str | None:
-        """None while the socket may stay open, else the reason it is closed."""
-        return None
+    def _apply_recheck(self, update) -> None:
+        """Back on the event loop: take what `recheck_many` found (e.g. the workflows a user may see now)."""
+
+    async def _refuse_open(self, reason: str) -> None:
+        await self.send_json({"type": "error", "code": CLOSE_UNAUTHENTICATED, "message": reason})
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code):
-        watcher = getattr(self, "_watcher", None)
-        if watcher is not None:
-            watcher.cancel()
-        for group in getattr(self, "groups_joined", []):
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # e.g. redis MaxConnectionsError when hundreds of sockets close at once
-                # A missed discard is harmless: the dead channel's messages expire and channels_redis
-                # drops the membership after group_expiry. Logged so the pool size can be raised.
-                logger.warning("group_discard %s failed for %s", group, self.channel_name, exc_info=True)
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.discard(self)
+        hub = getattr(self, "_fanout", None)
+        if hub is not None:
+            self._fanout = None
+            await hub.leave(self, self.groups_joined)
+
+    # --- live delivery from the process' fan-out ---------------------------------------------------------
+
+    def offer(self, message: dict, text: str) -> None:
+        """A live event for this socket (its `events=` filter already matched): checked and sent in order,
+        without awaiting here — a slow client queues behind itself, not in front of the other sockets."""
+        if self._fanout is None:
+            return
+        if not self.checks_each_event:
+            if self.allowed_workflows is not None and message.get("workflow") not in self.allowed_workflows:
+                return
+            if not self._first_delivery(message):
+                return
+        self._send_in_order(message, text)
+
+    def _send_in_order(self, message: dict | None, text: str) -> None:
+        """Queue a frame behind the frames not yet sent (`message` None: a control frame, e.g. a heartbeat)."""
+        self._outbox.append((message, text))
+        if self._sending:
+            return
+        self._sending = True
+        # Eager: when the server can take the frame at once (the usual case), the send completes right here
+        # without scheduling a task; only a socket whose client is slow leaves a task behind.
+        sender = asyncio.Task(self._drain_outbox(), loop=asyncio.get_running_loop(), eager_start=True)
+        if not sender.done():
+            self._sender = sender  # the loop keeps only a weak reference to a task
+
+    async def _drain_outbox(self) -> None:
+        try:
+            while self._outbox:
+                message, text = self._outbox.popleft()
+                if message is not None and self.checks_each_event:
+                    if not await self._workflow_allowed(message.get("workflow")) or not self._first_delivery(message):
+                        continue
+                self._last_sent = time.monotonic()
+                await self.send(text_data=text)
+        except Exception:  # the client went away mid-send: its disconnect handler cleans up
+            self._outbox.clear()
+        finally:
+            self._sending = False
+
+    def interrupted(self) -> None:
+        """The live stream of this process broke (channel layer gone): close with 1011 so the client
+        reconnects with `?since=` and replays what it missed from the event log."""
+        self._fanout = None
+        asyncio.get_running_loop().create_task(self.close(code=1011))
 
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "ping":
@@ -167,7 +208,8 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
         return self.allowed_workflows is None or slug in self.allowed_workflows
 
     async def _forward(self, message: dict) -> None:
-        if not _event_matches(message.get("event", ""), self.wanted_events):
+        """A replayed event (`?since=`): the same checks as a live one."""
+        if not event_matches(message.get("event", ""), self.wanted_events):
             return
         if not await self._workflow_allowed(message.get("workflow")):
             return
@@ -175,18 +217,75 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
             return
         await self.send_json(message)
 
-    async def omoi_event(self, message: dict) -> None:
-        await self._forward(message)
 
-    async def dispatch(self, message):
-        # Channels runs close_old_connections() in a worker thread before every handler. Forwarding an event
-        # touches no database connection (AgentConsumer's per-event check runs in database_sync_to_async,
-        # which closes stale connections itself), and at thousands of deliveries a second that thread hop
-        # per socket per event was the largest single cost of fan-out, queued behind the credential re-checks.
-        if message.get("type") == "omoi.event":
-            await self._forward(message)
-        else:
-            await super().dispatch(message)
+class _Watch:
+    """Every WEBSOCKET_RECHECK_SECONDS, re-check the credentials of all sockets of one event loop (a web
+    process) in ONE worker-thread hop — each distinct session, user and token once — and send a heartbeat to
+    those quiet for WEBSOCKET_HEARTBEAT_SECONDS. (A timer, a thread hop and three queries per socket every
+    3 s cost 0.28 cores for 200 idle sockets in two processes.)"""
+
+    def __init__(self):
+        self._sockets: dict[_EventForwarder, None] = {}
+        self._task: asyncio.Task | None = None
+
+    def add(self, socket: _EventForwarder) -> None:
+        socket._watch = self
+        self._sockets[socket] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="omoi-socket-watch")
+
+    def discard(self, socket: _EventForwarder) -> None:
+        self._sockets.pop(socket, None)
+        if not self._sockets and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while self._sockets:
+            await asyncio.sleep(settings.WEBSOCKET_RECHECK_SECONDS)
+            sockets = list(self._sockets)
+            try:
+                verdicts = await _recheck_all(sockets)
+            except Exception:  # a database hiccup is not a reason to drop healthy sockets
+                logger.warning("websocket credential re-check failed; keeping the sockets", exc_info=True)
+                verdicts = {}
+            now = time.monotonic()
+            for socket in sockets:
+                if socket not in self._sockets:
+                    continue  # closed meanwhile
+                refusal, update = verdicts.get(socket, (None, None))
+                if refusal:
+                    self._sockets.pop(socket, None)
+                    asyncio.get_running_loop().create_task(socket._refuse_open(refusal))
+                    continue
+                if socket in verdicts:
+                    socket._apply_recheck(update)
+                if now - getattr(socket, "_last_sent", 0.0) >= settings.WEBSOCKET_HEARTBEAT_SECONDS:
+                    socket._last_sent = now
+                    socket._send_in_order(None, _HEARTBEAT)
+
+
+_HEARTBEAT = json.dumps({"type": "heartbeat"})
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
+
+
+def _watch_for_this_loop() -> _Watch:
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = _Watch()
+    return watch
+
+
+@database_sync_to_async
+def _recheck_all(sockets: list[_EventForwarder]) -> dict:
+    by_class: dict[type, list[_EventForwarder]] = {}
+    for socket in sockets:
+        by_class.setdefault(type(socket), []).append(socket)
+    verdicts = {}
+    for consumer_class, members in by_class.items():
+        verdicts.update(consumer_class.recheck_many(members))
+    return verdicts
 
 
 # --- database reads (through selectors) ------------------------------------------------------------
@@ -224,21 +323,29 @@ def _visible_workflow_slugs(actor) -> set[str] | None:
     return visible_workflow_slugs(actor=actor)
 
 
-@database_sync_to_async
-def _session_recheck(scope) -> tuple[bool, set[str] | None]:
-    """(session still valid, workflow slugs its user may see now) in one thread hop: False when the session
-    ended or the user was disabled."""
+def _sessions_recheck(scopes: list[dict]) -> list[tuple[bool, set[str] | None]]:
+    """For each scope: (session still valid, workflow slugs its user may see now); False when the session
+    ended or the user was disabled. Each distinct session, and each distinct user, is read once."""
     from django.contrib.auth import get_user_model
 
     from collaboration.selectors import visible_workflow_slugs
 
-    session = scope.get("session")
-    if session is None or not session.session_key or not session.exists(session.session_key):
-        return False, None
-    user = get_user_model().objects.filter(pk=scope["user"].pk, is_active=True).first()
-    if user is None:
-        return False, None
-    return True, visible_workflow_slugs(actor=user)
+    live_sessions: dict[str, bool] = {}
+    for scope in scopes:
+        session = scope.get("session")
+        if session is not None and session.session_key and session.session_key not in live_sessions:
+            live_sessions[session.session_key] = session.exists(session.session_key)
+    user_ids = {scope["user"].pk for scope in scopes}
+    users = {user.pk: user for user in get_user_model().objects.filter(pk__in=user_ids, is_active=True)}
+    visible: dict[int, set[str] | None] = {pk: visible_workflow_slugs(actor=user) for pk, user in users.items()}
+    results = []
+    for scope in scopes:
+        session = scope.get("session")
+        if session is None or not live_sessions.get(session.session_key) or scope["user"].pk not in users:
+            results.append((False, None))
+        else:
+            results.append((True, visible[scope["user"].pk]))
+    return results
 
 
 # --- consumers -------------------------------------------------------------------------------------
@@ -286,12 +393,15 @@ class DashboardConsumer(_EventForwarder):
     def _hello(self) -> dict:
         return {"groups": self.groups_joined, "events": sorted(self.wanted_events)}
 
-    async def _recheck(self) -> str | None:
-        valid, allowed_workflows = await _session_recheck(self.scope)
-        if not valid:
-            return "your session ended; log in again (/admin/login/)."
-        self.allowed_workflows = allowed_workflows
-        return None
+    @classmethod
+    def recheck_many(cls, sockets):
+        verdicts = {}
+        for socket, (valid, allowed_workflows) in zip(sockets, _sessions_recheck([s.scope for s in sockets]), strict=True):
+            verdicts[socket] = (None, allowed_workflows) if valid else ("your session ended; log in again (/admin/login/).", None)
+        return verdicts
+
+    def _apply_recheck(self, update) -> None:
+        self.allowed_workflows = update
 
 
 class AgentConsumer(_EventForwarder):
@@ -324,6 +434,7 @@ class AgentConsumer(_EventForwarder):
         self.agent, self._token = agent, token
         self.wanted_events = set(_query(self.scope).get("events", []))
         self.allowed_workflows = None  # checked against the agent's current workflows for every event
+        self.checks_each_event = True
         await self._join([agent_group(agent.agent_id)])
         await self.accept()
         await self._start(since)
@@ -335,8 +446,14 @@ class AgentConsumer(_EventForwarder):
         # Per event, from the database: an agent removed from a workflow stops getting its events at once.
         return slug in await _visible_workflow_slugs(self.agent)
 
-    async def _recheck(self) -> str | None:
-        agent = await _agent_for_token(self._token)
-        if agent is None or agent.agent_id != self.agent.agent_id:
-            return "your token was revoked or expired; reconnect with a live token."
-        return None
+    @classmethod
+    def recheck_many(cls, sockets):
+        owners = {token: agent_for_token(raw_token=token) for token in {socket._token for socket in sockets}}
+        verdicts = {}
+        for socket in sockets:
+            agent = owners[socket._token]
+            if agent is None or agent.agent_id != socket.agent.agent_id:
+                verdicts[socket] = ("your token was revoked or expired; reconnect with a live token.", None)
+            else:
+                verdicts[socket] = (None, None)
+        return verdicts

@@ -80,6 +80,16 @@ def agent_group(agent_id: str) -> str:
     return group_name("agent", agent_id)
 
 
+def event_groups(message: dict) -> list[str]:
+    """The groups an event envelope goes to: its workflow's, its ticket's (if any) and each named agent's.
+    Publishing and the websocket fan-out (collaboration.fanout) both route by this."""
+    groups = [workflow_group(message["workflow"])]
+    if message.get("ticket"):
+        groups.append(ticket_group(message["ticket"]))
+    groups.extend(agent_group(agent_id) for agent_id in dict.fromkeys(message.get("agents") or ()))
+    return groups
+
+
 def publish_on_commit(
     event: str,
     *,
@@ -104,10 +114,7 @@ def publish_on_commit(
         "text": event_sentence(event, ticket, payload),
         "at": timezone.now().isoformat(),
     }
-    groups = [workflow_group(workflow)]
-    if ticket:
-        groups.append(ticket_group(ticket))
-    groups.extend(agent_group(agent_id) for agent_id in dict.fromkeys(agents))
+    groups = event_groups(message)
     record = EventRecord.objects.create(event=event, workflow=workflow, ticket=ticket or "", groups=groups, envelope=message)
     message["id"] = record.id  # the stored envelope carries no id; replays add the row's id
     if settings.CHANNEL_LAYER_KIND == "in-memory":

@@ -142,3 +142,30 @@ def test_agents_page_draws_the_usage_chart_and_budget_burn(spent_workflow, clien
     page = client.get(f"/dashboard/{workflow.slug}/agents/").content.decode()
     assert 'id="usage"' in page and "$5.25 of $5.00" in page
     assert 'data-template="implementer"' in page and 'data-cost="5.25"' in page
+
+
+def test_the_drawn_chart_bars_and_template_rows_equal_the_sandbox_run_sums(spent_workflow, make_agent, client, django_user_model):
+    """What the agents page draws (one bar per day, one row per agent template), read back from the HTML,
+    equals SandboxRun sums computed here with the ORM."""
+    import re
+    from collections import defaultdict
+
+    workflow, _, _, ticket, _ = spent_workflow
+    reviewer, _ = make_agent("reviewer-2", workflow, agent_type="reviewer")
+    earlier = SandboxRun.objects.create(agent=reviewer, workflow=workflow, ticket=ticket, template="reviewer", provider="local",
+                                        status="succeeded", llm_cost_usd=Decimal("0.75"), sandbox_seconds=9,
+                                        llm_prompt_tokens=100, llm_completion_tokens=20)
+    SandboxRun.objects.filter(pk=earlier.pk).update(created_at=timezone.now() - timedelta(days=3))
+    client.force_login(django_user_model.objects.create_superuser("boss", "", "boss-password-123"))
+
+    page = client.get(f"/dashboard/{workflow.slug}/agents/").content.decode()
+
+    drawn_days = {day: Decimal(cost) for day, cost in re.findall(r'<g data-day="([\d-]+)" data-cost="([\d.]+)"', page)}
+    drawn_templates = {name: Decimal(cost) for name, cost in re.findall(r'<tr data-template="([^"]+)" data-cost="([\d.]+)"', page)}
+    by_day, by_template = defaultdict(Decimal), defaultdict(Decimal)
+    for run in SandboxRun.objects.filter(workflow=workflow):
+        by_day[run.created_at.astimezone(timezone.get_current_timezone()).date().isoformat()] += run.llm_cost_usd
+        by_template[run.template] += run.llm_cost_usd
+    assert {day: cost for day, cost in drawn_days.items() if cost} == dict(by_day)
+    assert drawn_templates == dict(by_template)
+    assert sum(drawn_days.values()) == sum(by_day.values()) == Decimal("6.00")
