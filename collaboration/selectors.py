@@ -20,6 +20,7 @@ from tasks.models import Discovery, Task, TaskEvent
 from tasks.payloads import discovery_payload
 from tasks.selectors import workflow_graph
 from tickets.models import Ticket, TicketEvent, Workflow
+from tickets.payloads import history_sentence
 from tickets.selectors import (
     can_access_workflow,
     phase_history,
@@ -164,7 +165,8 @@ def workflow_agents_overview(*, workflow) -> list:
 def ticket_page(*, ticket) -> dict:
     """Everything the ticket dashboard page shows besides the ticket itself."""
     return {
-        "history": ticket_history(ticket=ticket),
+        "history": [{"at": e.created_at, "sentence": history_sentence(e), "comment": e.comment}
+                    for e in ticket_history(ticket=ticket)],
         "phases": phase_history(ticket=ticket),
         "comments": list(ticket.comments.select_related("author_agent", "author_user").order_by("created_at", "id")),
         "commits": list(ticket.commits.order_by("created_at", "id")),

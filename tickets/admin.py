@@ -32,7 +32,7 @@ from agents.selectors import agent_list
 from omoi_site.domain import TICKET_PREFIX, DomainError, parse_public_id, recorded_actor_label, ticket_public_id
 from tasks import blockers
 from tasks.selectors import task_list
-from tickets import admin_services, selectors, services
+from tickets import admin_services, payloads, selectors, services
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
 try:  # the search selector (tickets/search.py); the admin falls back to search_fields without it
@@ -241,10 +241,10 @@ class TicketAdminForm(forms.ModelForm):
         (ticket_update checks the version again under lock, so a race still ends in a clear refusal.)"""
         expected = data.get("expected_version")
         if self.instance.pk and expected is not None and expected != self.instance.version:
-            current = [f"{name.replace('_', ' ')}: “{_short(getattr(self.instance, name), 80)}”" for name in self.changed_data
+            current = [f"{name.replace('_', ' ')}: “{payloads.short_value(getattr(self.instance, name), 80)}”" for name in self.changed_data
                        if name in ("title", "description", "priority", "ticket_type", "tags")
                        and data.get(name) != getattr(self.instance, name)]
-            recent = [history_sentence(e) for e in selectors.ticket_history(ticket=self.instance)[-3:]]
+            recent = [payloads.history_sentence(e) for e in selectors.ticket_history(ticket=self.instance)[-3:]]
             self.data = self.data.copy()
             self.data["expected_version"] = self.instance.version
             raise forms.ValidationError(
@@ -445,39 +445,6 @@ def _copy_saved(target, saved) -> None:
 # --- tickets ---------------------------------------------------------------------------------------
 
 
-def _short(value, length: int = 60) -> str:
-    text = "nothing" if value in (None, "", []) else (", ".join(map(str, value)) if isinstance(value, list) else str(value))
-    return text if len(text) <= length else text[: length - 1] + "…"
-
-
-def history_sentence(event: TicketEvent) -> str:
-    """One history row as a sentence: 'worker-1 moved it from analyzing to building'."""
-    who = _actor(event)
-    kind, field = event.event_type, event.field
-    if kind == "created":
-        return f"{who} created it"
-    if kind == "status_changed":
-        return f"{who} moved it from {event.old_value} to {event.new_value}"
-    if kind == "updated":
-        if field == "duplicate_of":
-            return f"{who} marked it a duplicate of {event.new_value}"
-        return f"{who} changed {field.replace('_', ' ')} from {_short(event.old_value)} to {_short(event.new_value)}"
-    if kind == "commented":
-        return f"{who} commented: {_short(event.comment, 90)}"
-    if kind == "dependency_added":
-        return f"{who} made it blocked by {event.new_value}"
-    if kind == "dependency_removed":
-        return f"{who} removed its blocker {event.old_value}"
-    if kind == "blocked":
-        return f"it became blocked ({event.comment})" if event.comment else "it became blocked"
-    if kind == "unblocked":
-        return f"it was unblocked ({event.comment})" if event.comment else "it was unblocked"
-    if kind == "commit_linked":
-        return f"{who} linked commit {_short(event.new_value, 12)}"
-    return f"{who} {kind.replace('_', ' ')}" + (f" {field}" if field else "")
-
-
-
 @admin.register(Ticket)
 class TicketAdmin(ServiceAdmin):
     """The triage cockpit. The change page (templates/admin/tickets/ticket/change_form.html) shows status
@@ -567,7 +534,7 @@ class TicketAdmin(ServiceAdmin):
             "similar": found,
             "similar_note": note,
             "tasks": list(task_list(actor=request.user, ticket=ticket).select_related("claimed_by", "assigned_agent")[:50]),
-            "history": [(history_sentence(e), timesince(e.created_at, now, depth=1), e.created_at) for e in reversed(events)][:30],
+            "history": [(payloads.history_sentence(e), timesince(e.created_at, now, depth=1), e.created_at) for e in reversed(events)][:30],
             "history_count": len(events),
             "templates": list(TEMPLATES),
             "local_sandbox": settings.SANDBOX_PROVIDER == "local",
@@ -853,11 +820,11 @@ class TicketEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="old")
     def old(self, row):
-        return _short(row.old_value, 40)
+        return payloads.short_value(row.old_value, 40)
 
     @admin.display(description="new")
     def new(self, row):
-        return _short(row.new_value, 40)
+        return payloads.short_value(row.new_value, 40)
 
 
 @admin.register(CommitLink)

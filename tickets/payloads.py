@@ -145,3 +145,39 @@ def ticket_history_payload(ticket, events) -> dict:
 
 def phase_history_payload(ticket, transitions) -> dict:
     return {"ticket_id": ticket.public_id, "phase": ticket.phase, "transitions": [phase_payload(p) for p in transitions]}
+
+
+# --- history as sentences (the admin cockpit and the dashboard ticket page write it the same way) ----------
+
+
+def short_value(value, length: int = 60) -> str:
+    """A stored value as a short phrase: lists joined, empties as 'nothing', long text cut with an ellipsis."""
+    text = "nothing" if value in (None, "", []) else (", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def history_sentence(event) -> str:
+    """One history row as a sentence: 'worker-1 moved it from analyzing to building'."""
+    who = recorded_actor_label(event.actor_agent_id, event.actor_user) or "system"
+    kind, field = event.event_type, event.field
+    if kind == "created":
+        return f"{who} created it"
+    if kind == "status_changed":
+        return f"{who} moved it from {event.old_value} to {event.new_value}"
+    if kind == "updated":
+        if field == "duplicate_of":
+            return f"{who} marked it a duplicate of {event.new_value}"
+        return f"{who} changed {field.replace('_', ' ')} from {short_value(event.old_value)} to {short_value(event.new_value)}"
+    if kind == "commented":
+        return f"{who} commented: {short_value(event.comment, 90)}"
+    if kind == "dependency_added":
+        return f"{who} made it blocked by {event.new_value}"
+    if kind == "dependency_removed":
+        return f"{who} removed its blocker {event.old_value}"
+    if kind == "blocked":
+        return f"it became blocked ({event.comment})" if event.comment else "it became blocked"
+    if kind == "unblocked":
+        return f"it was unblocked ({event.comment})" if event.comment else "it was unblocked"
+    if kind == "commit_linked":
+        return f"{who} linked commit {short_value(event.new_value, 12)}"
+    return f"{who} {kind.replace('_', ' ')}" + (f" {field}" if field else "")
