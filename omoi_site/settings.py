@@ -244,11 +244,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
     "ENUM_NAME_OVERRIDES": {
         "TicketStatusEnum": "tickets.models.Ticket.Status",
-        "TicketPriorityEnum": "tickets.models.Ticket.Priority",
+        "PriorityEnum": "omoi_site.constants.Priority",  # tickets and tasks share one priority vocabulary
         "TicketTypeEnum": "tickets.models.Ticket.TicketType",
         "PhaseEnum": "tickets.models.Phase",
         "TaskStatusEnum": "tasks.models.Task.Status",
-        "TaskPriorityEnum": "tasks.models.Task.Priority",
         "TaskTypeEnum": "tasks.models.Task.TaskType",
         "DiscoveryTypeEnum": "tasks.models.Discovery.DiscoveryType",
         "MessageTypeEnum": "collaboration.models.Message.MessageType",
