@@ -45,7 +45,7 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import ValidationError
 
-from agents.selectors import agent_for_token
+from agents.selectors import agent_for_token, agent_with_membership
 from agents.services import agent_token_mark_used
 from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable
 from omoi_site.mcp_endpoint import SERVER_INSTRUCTIONS, call_tool_sync, load_tools, omoi_mcp_server
@@ -257,6 +257,9 @@ def authenticate(raw_token: str):
     """The token's agent (database lookup, in a worker thread). Raises Refusal(401) for a dead token."""
     agent = agent_for_token(raw_token=raw_token)
     if agent is not None:
+        # Its workflows too, so the calls in the next MCP_TOKEN_CACHE_SECONDS ask no membership query
+        # (a removed membership, like a revoked token, is refused once the entry lapses).
+        agent = agent_with_membership(agent)
         agent_token_mark_used(raw_token=raw_token)  # "last seen" on the agents page; one write a minute at most
     if agent is None:
         _token_cache.pop(raw_token, None)
