@@ -136,6 +136,19 @@ def test_a_revoked_token_is_refused_once_the_short_cache_lapses(post, make_agent
     assert_jsonrpc_error(post(rpc("ping"), token), 401, -32001)
 
 
+def test_a_removed_workflow_membership_is_refused_once_the_short_cache_lapses(post, make_agent, workflow, settings):
+    # the cached agent carries its workflow ids (no membership query per call): the same bound as a revoked token
+    settings.MCP_TOKEN_CACHE_SECONDS = 1
+    agent, token = make_agent("proto-removed", workflow)
+    call = rpc("tools/call", 3, {"name": "get_tickets", "arguments": {"workflow_id": workflow.slug}})
+    assert post(call, token).json()["result"]["isError"] is False  # looked up and cached, with its workflows
+    agent.workflows.remove(workflow)
+    time.sleep(1.1)
+    result = post(call, token).json()["result"]
+    assert result["isError"] is True
+    assert f"No workflow '{workflow.slug}' that you belong to" in result["content"][0]["text"]
+
+
 # --- content type, accept, size, origin ----------------------------------------------------------------------
 
 
