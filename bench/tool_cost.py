@@ -38,7 +38,10 @@ def main():
     from tickets.services import comment_add, ticket_create, workflow_get_or_create
 
     workflow = workflow_get_or_create(slug="bench-cost")
-    agent = agent_services.agent_create_or_update(agent_id="cost-agent", workflows=[workflow])
+    from agents.selectors import agent_with_membership
+
+    # as the MCP door holds it: with its workflow ids from the (cached) token lookup
+    agent = agent_with_membership(agent_services.agent_create_or_update(agent_id="cost-agent", workflows=[workflow]))
     peer = agent_services.agent_create_or_update(agent_id="cost-peer", workflows=[workflow])
     blocker = ticket_create(actor=agent, workflow=workflow, title="Cost blocker", description="A ticket for the cost bench.")
     ticket = ticket_create(actor=agent, workflow=workflow, title="Cost ticket", description="A ticket for the cost bench.",
