@@ -1,4 +1,4 @@
-"""In-process cost of the hot MCP tools: wall ms per call (median of N) and queries per call, through the
+"""In-process cost of the hot MCP tools: wall ms (median of N), CPU ms and queries per call, through the
 door's own execution (`run_tool`) with DEBUG off — no HTTP, no thread hop. A profile target, not a test.
 
     .venv/bin/python bench/tool_cost.py [--calls 200] [--profile get_ticket]
@@ -22,7 +22,8 @@ os.environ.setdefault("DEBUG", "false")
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--profile", default="", help="tool name to profile with pyinstrument")
+    parser.add_argument("--profile", default="", help="case to profile with pyinstrument")
+    parser.add_argument("--only", default="", help="run only this case (e.g. under py-spy)")
     args = parser.parse_args()
     import django
 
@@ -78,18 +79,22 @@ def main():
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False))
         return
-    print(f"{'tool':<26}{'p50 ms':>9}{'queries':>9}")
+    print(f"{'tool':<26}{'p50 ms':>9}{'CPU ms':>9}{'queries':>9}   (CPU = this process's CPU per call, mean)")
     for name, case in cases.items():
+        if args.only and name != args.only:
+            continue
         calls = args.calls if name != "create_ticket" else max(10, args.calls // 10)
         case()
         with CaptureQueriesContext(connection) as queries:
             case()
         timings = []
+        cpu_started = time.process_time()
         for _ in range(calls):
             started = time.perf_counter()
             case()
             timings.append(time.perf_counter() - started)
-        print(f"{name:<26}{statistics.median(timings) * 1000:>9.2f}{len(queries.captured_queries):>9}")
+        cpu = (time.process_time() - cpu_started) / calls
+        print(f"{name:<26}{statistics.median(timings) * 1000:>9.2f}{cpu * 1000:>9.2f}{len(queries.captured_queries):>9}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ import orjson
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from agents.selectors import STAFF_WORKFLOW_GROUP_PREFIX, can_access_workflow, scoped_to_actor, workflow_ids_for  # noqa: F401  (identity's rules, used here and by importers of this module)
-from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
+from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
+# A ticket's embedding (384 floats) and search vector are read by search only; loading them costs more CPU
+# than the rest of a row (deferred, they still load on first access).
+UNREAD_TICKET_COLUMNS = ("embedding", "search_vector")
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
 
 
@@ -19,7 +22,7 @@ def workflow_get(*, slug, actor) -> Workflow:
     """The workflow with this slug, if the actor belongs to it."""
     if not isinstance(slug, str) or not slug.strip():
         raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
-    workflow = Workflow.objects.filter(slug=slug.strip()).first()
+    workflow = first_of(Workflow.objects.filter(slug=slug.strip()))
     if workflow is None or not can_access_workflow(actor, workflow.id):
         # Same message for 'missing' and 'not yours': do not reveal other workflows.
         raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
@@ -29,14 +32,16 @@ def workflow_get(*, slug, actor) -> Workflow:
 def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: bool = False) -> Ticket:
     """One ticket by public id ('TKT-42'), checking the actor's workflow access."""
     pk = parse_public_id(ticket_id, Ticket.PUBLIC_PREFIX, argument=argument)
-    queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent")
+    queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent").defer(
+        *UNREAD_TICKET_COLUMNS, *(f"parent__{name}" for name in UNREAD_TICKET_COLUMNS)
+    )
     if for_update:
-        queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow")
+        queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow").defer(*UNREAD_TICKET_COLUMNS)
     if is_agent(actor) and not for_update:
         # The access check in the same query (an agent's own workflow links), not a second round trip.
         member = Workflow.agents.through.objects.filter(agent_id=actor.pk, workflow_id=OuterRef("workflow_id"))
         queryset = queryset.annotate(actor_is_member=Exists(member))
-    ticket = queryset.filter(pk=pk).first()
+    ticket = first_of(queryset.filter(pk=pk))
     visible = getattr(ticket, "actor_is_member", None)
     if ticket is None or not (visible if visible is not None else can_access_workflow(actor, ticket.workflow_id)):
         raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
@@ -75,7 +80,7 @@ def ticket_list(
         raise DomainError(f"sort_by must be one of: {', '.join(SORT_FIELDS)}; got {sort_by!r}.")
     if sort_order not in ("asc", "desc"):
         raise DomainError(f"sort_order must be 'asc' or 'desc'; got {sort_order!r}.")
-    queryset = Ticket.objects.filter(workflow=workflow).select_related("assigned_agent")
+    queryset = Ticket.objects.filter(workflow=workflow).select_related("assigned_agent").defer(*UNREAD_TICKET_COLUMNS)
     if status == "blocked":
         queryset = queryset.filter(is_blocked=True)
     elif status:
@@ -236,7 +241,6 @@ class TicketDetail:
     risk: dict | None  # the latest recorded blocker prediction when shown (as tasks.blockers.ticket_risk_shown)
 
 
-_DETAIL_COLUMNS = ("embedding", "search_vector")  # never shown by a detail; left deferred
 _detail_sql: tuple[str, list[str]] | None = None
 
 
@@ -252,7 +256,7 @@ def _ticket_detail_sql() -> tuple[str, list[str]]:
 
         user = get_user_model()._meta
         username = user.get_field(get_user_model().USERNAME_FIELD).column
-        fields = [f for f in Ticket._meta.concrete_fields if f.name not in _DETAIL_COLUMNS]
+        fields = [f for f in Ticket._meta.concrete_fields if f.name not in UNREAD_TICKET_COLUMNS]
         columns = ", ".join(f't."{f.column}"' for f in fields)
         membership = Workflow.agents.through._meta.db_table
         _detail_sql = (
