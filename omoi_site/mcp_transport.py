@@ -288,18 +288,80 @@ class _ThrottleRequest:
 
 
 def check_rate(agent, client: str) -> None:
+    """MCP_RATE_LIMIT per agent. On Redis: two window counters in one pipelined round trip
+    (`_redis_window_check`); in process memory (or while Redis is down): DRF's throttle."""
+    from django.core.cache import caches
+
+    from omoi_site.outages import redis_throttle
+    from omoi_site.throttle_cache import FailOpenRedisCache
+
+    cache = caches[getattr(settings, "THROTTLE_CACHE_ALIAS", "default")]
+    if isinstance(cache, FailOpenRedisCache) and not redis_throttle.should_skip():
+        try:
+            wait = _redis_window_check(cache, agent.agent_id, time.time())
+        except Exception as error:  # redis-py's connection errors: fail open to the per-process counters
+            if isinstance(error, (ValueError, TypeError)):
+                raise
+            redis_throttle.failed(error)
+        else:
+            redis_throttle.succeeded()
+            if wait is not None:
+                _refuse_rate(wait)
+            return
+    _check_rate_drf(agent, client)
+
+
+def _rate_limit() -> tuple[int, int]:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    count, seconds = SimpleRateThrottle.parse_rate(None, settings.MCP_RATE_LIMIT)
+    return count, seconds
+
+
+def _redis_window_check(cache, agent_id: str, now: float) -> float | None:
+    """Count this call; None if it is within the limit, else the seconds to wait (and it is not counted).
+
+    A sliding window estimated from fixed windows: calls in this window plus the previous window's calls
+    weighted by how much of it still lies within the last `seconds`. One pipelined round trip (INCR,
+    EXPIRE, GET) whatever the rate — DRF's throttle reads and rewrites a pickled list of every call's
+    timestamp in the window (two round trips, and O(limit) work per call)."""
+    limit, seconds = _rate_limit()
+    index, offset = divmod(now, seconds)
+    current = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index)}")
+    previous = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index) - 1}")
+    client = cache._cache.get_client(current, write=True)
+    pipeline = client.pipeline(transaction=False)
+    pipeline.incr(current)
+    pipeline.expire(current, 2 * seconds)
+    pipeline.get(previous)
+    count, _, earlier = pipeline.execute()
+    earlier = int(earlier or 0)
+    if earlier * (1 - offset / seconds) + count <= limit:
+        return None
+    client.decr(current)  # a refused call does not count (as with DRF's throttle)
+    count -= 1
+    if earlier and count + 1 <= limit:  # the previous window's weight must fall to (limit - count - 1) / earlier
+        return max(1.0, (1 - (limit - count - 1) / earlier) * seconds - offset)
+    return max(1.0, seconds - offset)
+
+
+def _refuse_rate(wait: float) -> None:
+    seconds = max(1, int(wait + 0.999))
+    raise Refusal(
+        429,
+        RATE_LIMITED,
+        f"Rate limit exceeded (MCP_RATE_LIMIT {settings.MCP_RATE_LIMIT}); retry in {seconds} seconds.",
+        [("retry-after", str(seconds))],
+    )
+
+
+def _check_rate_drf(agent, client: str) -> None:
     from omoi_site.api_support import McpRateThrottle
 
     throttle = McpRateThrottle()
     if not throttle.allow_request(_ThrottleRequest(agent, client), None):
         wait = throttle.wait()
-        seconds = max(1, int(wait + 0.999)) if wait is not None else 1
-        raise Refusal(
-            429,
-            RATE_LIMITED,
-            f"Rate limit exceeded (MCP_RATE_LIMIT {settings.MCP_RATE_LIMIT}); retry in {seconds} seconds.",
-            [("retry-after", str(seconds))],
-        )
+        _refuse_rate(wait if wait is not None else 1)
 
 
 def _throttle_is_local() -> bool:

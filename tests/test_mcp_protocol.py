@@ -121,6 +121,28 @@ def test_rate_limit_is_429_jsonrpc_with_retry_after(post, alice, settings):
     caches[settings.THROTTLE_CACHE_ALIAS].clear()
 
 
+def test_rate_limit_on_redis_is_429_jsonrpc_with_retry_after(post, alice, settings):
+    # production keeps the counters in Redis (one pipelined round trip per call); the suite's default is memory
+    import uuid
+
+    settings.CACHES = {
+        **settings.CACHES,
+        settings.THROTTLE_CACHE_ALIAS: {"BACKEND": "omoi_site.throttle_cache.FailOpenRedisCache",
+                                        "LOCATION": settings.REDIS_URL, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
+    }
+    settings.MCP_RATE_LIMIT = "3/min"
+    statuses = [post(rpc("ping", index), alice).status_code for index in range(3)]
+    assert statuses == [200, 200, 200]
+    before = ticket_count()
+    call = rpc("tools/call", 9, {"name": "create_ticket", "arguments": {"workflow_id": "test-flow", "title": "Limited", "description": "Must not be created."}})
+    response = post(call, alice)
+    message = assert_jsonrpc_error(response, 429, -32029)
+    assert "retry in" in message
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert ticket_count() == before
+    assert_jsonrpc_error(post(rpc("ping", 10), alice), 429, -32029)  # a refused call is not counted, still over
+
+
 def test_a_revoked_token_is_refused_once_the_short_cache_lapses(post, make_agent, workflow, settings):
     from agents import services
 
