@@ -321,7 +321,7 @@ def task_update_status(
             require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
         elif task.status == Task.Status.PENDING and status in Task.ACTIVE_STATUSES:
             if task.assigned_agent_id not in (None, actor.agent_id):
-                raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
+                raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work. Call claim_next_task.")
             waiting = list(task.depends_on.exclude(status=Task.Status.COMPLETED).order_by("id").values_list("id", "status"))
             if waiting:
                 listed = ", ".join(f"TSK-{pk} ({state})" for pk, state in waiting)
@@ -329,7 +329,8 @@ def task_update_status(
             lease_grant(task, actor, now=now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status
         elif fencing_token is not None and fencing_token != task.fencing_token:
-            raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}).")
+            raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}). "
+                           "Drop this work and take new work with claim_next_task.")
     elif status in Task.ACTIVE_STATUSES and task.status not in Task.ACTIVE_STATUSES:
         raise DomainError(f"only an agent can hold a task; ask an agent to claim {task.public_id}.")
     if result is not None and len(str(result)) > MAX_RESULT_BYTES:
@@ -401,7 +402,8 @@ def task_register_conversation(*, agent, task_id, conversation_id: str, sandbox_
     conversation_id = require_text(conversation_id, argument="conversation_id", min_length=1, max_length=200)
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
     if agent.agent_id not in (task.claimed_by_id, task.assigned_agent_id):
-        raise PermissionDenied(f"task {task.public_id} is not held by or assigned to you.")
+        raise PermissionDenied(f"task {task.public_id} is not held by or assigned to you. Claim it with "
+                               f'update_task_status(task_id="{task.public_id}", status="claimed") or take other work with claim_next_task.')
     task.conversation_id = conversation_id
     fields = ["conversation_id", "updated_at"]
     if sandbox_id:
