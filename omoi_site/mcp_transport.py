@@ -325,24 +325,74 @@ def _redis_window_check(cache, agent_id: str, now: float) -> float | None:
     weighted by how much of it still lies within the last `seconds`. One pipelined round trip (INCR,
     EXPIRE, GET) whatever the rate — DRF's throttle reads and rewrites a pickled list of every call's
     timestamp in the window (two round trips, and O(limit) work per call)."""
-    limit, seconds = _rate_limit()
-    index, offset = divmod(now, seconds)
-    current = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index)}")
-    previous = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index) - 1}")
-    client = cache._cache.get_client(current, write=True)
-    pipeline = client.pipeline(transaction=False)
-    pipeline.incr(current)
-    pipeline.expire(current, 2 * seconds)
-    pipeline.get(previous)
-    count, _, earlier = pipeline.execute()
-    earlier = int(earlier or 0)
-    if earlier * (1 - offset / seconds) + count <= limit:
-        return None
-    client.decr(current)  # a refused call does not count (as with DRF's throttle)
-    count -= 1
-    if earlier and count + 1 <= limit:  # the previous window's weight must fall to (limit - count - 1) / earlier
-        return max(1.0, (1 - (limit - count - 1) / earlier) * seconds - offset)
-    return max(1.0, seconds - offset)
+    window = _RateWindow(cache, agent_id, now)
+    client = cache._cache.get_client(window.current, write=True)
+    count, _, earlier = window.queue(client.pipeline(transaction=False)).execute()
+    wait = window.wait(count, earlier)
+    if wait is not None:
+        client.decr(window.current)  # a refused call does not count (as with DRF's throttle)
+    return wait
+
+
+class _RateWindow:
+    """One call's view of the two window counters (shared by the thread and the event-loop paths)."""
+
+    def __init__(self, cache, agent_id: str, now: float):
+        self.limit, self.seconds = _rate_limit()
+        index, self.offset = divmod(now, self.seconds)
+        self.current = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index)}")
+        self.previous = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index) - 1}")
+
+    def queue(self, pipeline):
+        return pipeline.incr(self.current).expire(self.current, 2 * self.seconds).get(self.previous)
+
+    def wait(self, count: int, earlier) -> float | None:
+        limit, seconds, offset = self.limit, self.seconds, self.offset
+        earlier = int(earlier or 0)
+        if earlier * (1 - offset / seconds) + count <= limit:
+            return None
+        count -= 1  # this call, which is refused and uncounted
+        if earlier and count + 1 <= limit:  # the previous window's weight must fall to (limit - count - 1) / earlier
+            return max(1.0, (1 - (limit - count - 1) / earlier) * seconds - offset)
+        return max(1.0, seconds - offset)
+
+
+_async_clients: dict = {}
+
+
+async def check_rate_in_loop(agent) -> bool:
+    """The Redis rate check without a thread hop (for calls that run no tool: ping, tools/list, …).
+    False when it cannot decide here (counters in memory, Redis down): the caller hops to a thread."""
+    import redis.asyncio as redis_asyncio
+    from django.core.cache import caches
+
+    from omoi_site.outages import redis_throttle
+    from omoi_site.throttle_cache import FailOpenRedisCache
+
+    cache = caches[getattr(settings, "THROTTLE_CACHE_ALIAS", "default")]
+    if not isinstance(cache, FailOpenRedisCache) or redis_throttle.should_skip():
+        return False
+    loop = asyncio.get_running_loop()
+    url = cache._cache._servers[0]
+    client = _async_clients.get((loop, url))
+    if client is None:  # one client (and connection pool) per event loop, like channels-redis
+        client = redis_asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        _async_clients[(loop, url)] = client
+    window = _RateWindow(cache, agent.agent_id, time.time())
+    try:
+        count, _, earlier = await window.queue(client.pipeline(transaction=False)).execute()
+        wait = window.wait(count, earlier)
+        if wait is not None:
+            await client.decr(window.current)
+    except Exception as error:  # connection errors: the thread path fails open to the per-process counters
+        if isinstance(error, (ValueError, TypeError)):
+            raise
+        redis_throttle.failed(error)
+        return False
+    redis_throttle.succeeded()
+    if wait is not None:
+        _refuse_rate(wait)
+    return True
 
 
 def _refuse_rate(wait: float) -> None:
@@ -441,7 +491,7 @@ class Call:
             return
         if self.agent is not None and _throttle_is_local():
             check_rate(self.agent, self.client)
-        else:
+        elif self.agent is None or not await check_rate_in_loop(self.agent):
             self.agent = await hop(_identify, self.raw_token, self.client, self.agent)
         self.identified = True
 
