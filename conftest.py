@@ -1,8 +1,11 @@
-"""Test-wide set-up: real PostgreSQL (embedded unless DATABASE_URL), real Redis, no network but loopback."""
+"""Test-wide set-up: real PostgreSQL (embedded unless DATABASE_URL), real Redis, no network but loopback; the
+fixtures every app's tests share (workflows, agents with real tokens, and the one shared test scene)."""
 
 import ipaddress
 import os
 import socket
+
+import pytest
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -53,3 +56,41 @@ def pytest_configure(config):
         return
     suffix = hashlib.sha1("|".join(files).encode()).hexdigest()[:8]
     settings.DATABASES["default"]["TEST"]["NAME"] = f"test_omoios_{suffix}"
+
+
+# --- fixtures shared by every app's tests and tests/ --------------------------------------------------------
+
+
+@pytest.fixture
+def workflow(db):
+    from tickets.services import workflow_get_or_create
+
+    return workflow_get_or_create(slug="test-flow")
+
+
+@pytest.fixture
+def other_workflow(db):
+    from tickets.services import workflow_get_or_create
+
+    return workflow_get_or_create(slug="other-flow")
+
+
+@pytest.fixture
+def make_agent(db):
+    """make_agent('worker-1', workflow) -> (agent, raw_token)."""
+    from agents import services
+
+    def _make(agent_id, *workflows, agent_type="implementer"):
+        agent = services.agent_create_or_update(agent_id=agent_id, workflows=list(workflows), agent_type=agent_type)
+        return agent, services.agent_token_issue(agent=agent, label="test")
+
+    return _make
+
+
+@pytest.fixture
+def scene(workflow, make_agent):
+    """The seed's login-timeout workflow built through the services (tests/scene.py): tickets with a blocker,
+    a claimed task with an open hand-off, a discovery follow-up, a failed task, messages and a sandbox run."""
+    from tests.scene import seed_scene
+
+    return seed_scene(workflow, make_agent, with_run=False)

@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from agents import services
 from agents.models import Agent, AgentEvent, AgentToken, IdempotencyRecord, SandboxRun, WorkerHeartbeat
+from omoi_site.domain import ticket_public_id
 from tickets.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin, _copy_saved
 
 
@@ -135,7 +136,7 @@ class SandboxRunAdmin(ReadOnlyAdmin):
     def ticket_link(self, obj):
         if not obj.ticket_id:
             return "—"
-        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
+        return format_html('<a href="{}">{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), ticket_public_id(obj.ticket_id))
 
     @admin.display(description="duration", ordering="sandbox_seconds")
     def duration(self, obj):

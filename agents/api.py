@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from agents import selectors
 from agents.agent_templates import TEMPLATES
 from agents.models import SandboxRun
-from agents.payloads import agent_payload, trajectory_payload
+from agents.payloads import agent_payload, sandbox_run_payload, trajectory_payload
 from omoi_site.api_support import (
     ApiView,
     CursorQuery,
@@ -28,33 +28,6 @@ TAG = ["agents"]
 AGENT_ID_PARAM = OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. worker-1")
 RUN_ID_PARAM = OpenApiParameter("run_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. RUN-4 (or 4)")
 
-
-def _iso(value):
-    return value.isoformat(timespec="seconds") if value else None
-
-
-def sandbox_run_payload(run) -> dict:
-    return {
-        "run_id": f"RUN-{run.id}",
-        "agent_id": run.agent_id,
-        "workflow_id": run.workflow.slug,
-        "task_id": f"TSK-{run.task_id}" if run.task_id else None,
-        "ticket_id": f"TKT-{run.ticket_id}" if run.ticket_id else None,
-        "template": run.template,
-        "provider": run.provider,
-        "sandbox_id": run.sandbox_id or None,
-        "status": run.status,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
-        "exit_code": run.exit_code,
-        "sandbox_seconds": run.sandbox_seconds,
-        "llm_prompt_tokens": run.llm_prompt_tokens,
-        "llm_completion_tokens": run.llm_completion_tokens,
-        "llm_cost_usd": str(run.llm_cost_usd),
-        "log_tail": run.log_tail,
-        "error": run.error,
-    }
 
 
 class AgentSerializer(serializers.Serializer):

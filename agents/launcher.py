@@ -21,13 +21,14 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.agent_templates import get_template
-from agents.models import Agent, AgentToken, SandboxRun
+from agents.models import Agent, SandboxRun
+from agents.payloads import sandbox_run_event_payload
 from agents.selectors import workflow_budget_refusal
-from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent
+from omoi_site.domain import Conflict, DomainError, PermissionDenied, is_agent, task_public_id, ticket_public_id
 from omoi_site.events import publish_on_commit
 from tasks.models import Task
 from tasks.selectors import task_get
-from tasks.services import task_create
+from tasks.services import task_assign, task_create
 from tickets.models import Ticket, Workflow
 from tickets.selectors import ticket_get
 
@@ -35,12 +36,6 @@ logger = logging.getLogger(__name__)
 ACTIVE_RUN_STATUSES = (SandboxRun.Status.PENDING, SandboxRun.Status.PROVISIONING, SandboxRun.Status.RUNNING)
 
 
-def _run_payload(run: SandboxRun) -> dict:
-    return {
-        "run_id": run.pk, "agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}" if run.task_id else None,
-        "provider": run.provider, "status": run.status, "sandbox_id": run.sandbox_id or None,
-        "sandbox_seconds": round(run.sandbox_seconds, 1), "llm_tokens": run.llm_prompt_tokens + run.llm_completion_tokens,
-    }
 
 
 @transaction.atomic
@@ -76,16 +71,16 @@ def launch_worker(
     worker_id = agent_id or f"{spec.name}-{timezone.now():%H%M%S}-{task.pk}"
     worker = agent_services.agent_create_or_update(agent_id=worker_id, workflows=[workflow], agent_type=spec.agent_type,
                                                    template=spec.name)
-    Agent.objects.filter(pk=worker.pk).update(status=Agent.Status.SPAWNING)
+    agent_services.agent_status_set(agent_id=worker.pk, status=Agent.Status.SPAWNING)
     run = SandboxRun.objects.create(
         agent=worker, workflow=workflow, task=task, ticket=ticket, template=spec.name,
         provider=provider or settings.SANDBOX_PROVIDER,
     )
-    # the task waits for this worker: nobody else should claim it meanwhile
-    Task.objects.filter(pk=task.pk).update(assigned_agent=worker)
+    # the task waits for this worker: nobody else may claim it meanwhile
+    task_assign(actor=actor, task_id=task.pk, agent=worker)
     if enqueue:
         transaction.on_commit(lambda: run_sandbox_worker.enqueue(run.pk))
-    publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=_run_payload(run),
+    publish_on_commit("sandbox.started", workflow=workflow.slug, ticket=ticket.public_id, payload=sandbox_run_event_payload(run),
                       agents=[worker.agent_id] + ([actor.agent_id] if is_agent(actor) else []))
     return run
 
@@ -113,7 +108,7 @@ def _update_run(run_id: int, **fields) -> SandboxRun:
         run.save(update_fields=list(fields))
         if run.status in (SandboxRun.Status.SUCCEEDED, SandboxRun.Status.FAILED, SandboxRun.Status.CANCELLED):
             publish_on_commit("sandbox.finished", workflow=run.workflow.slug,
-                              ticket=run.ticket.public_id if run.ticket_id else None, payload=_run_payload(run),
+                              ticket=run.ticket.public_id if run.ticket_id else None, payload=sandbox_run_event_payload(run),
                               agents=[run.agent_id])
         return run
 
@@ -126,8 +121,8 @@ def _llm_for(run: SandboxRun, token: str, playbook_command: str | None):
     from agents.agent_side.scripted_brain import scripted_llm, task_worker_playbook
 
     return scripted_llm(task_worker_playbook(
-        agent_id=run.agent_id, task_id=f"TSK-{run.task_id}", ticket_id=f"TKT-{run.ticket_id}",
-        command=playbook_command or "ls -la && echo work-done", discovery=f"noticed while working on TSK-{run.task_id}",
+        agent_id=run.agent_id, task_id=task_public_id(run.task_id), ticket_id=ticket_public_id(run.ticket_id),
+        command=playbook_command or "ls -la && echo work-done", discovery=f"noticed while working on {task_public_id(run.task_id)}",
     ), final_message="Task completed.")
 
 
@@ -138,31 +133,32 @@ def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -
     run = _update_run(run_id, status=SandboxRun.Status.PROVISIONING)
     spec = get_template(run.template)
     sandbox = None
-    token_prefix = None
+    token_label = f"sandbox-run-{run_id}"
+    token_issued = False
     started = time.monotonic()
     try:
         provider = get_sandbox_provider(run.provider)
         if not getattr(provider, "is_isolated", True):
             logger.warning("sandbox run %s uses the local provider: commands are NOT isolated", run_id)
-        token = agent_services.agent_token_issue(agent=run.agent, label=f"sandbox-run-{run_id}", ttl_seconds=spec.max_run_seconds + 300)
-        token_prefix = token[:12]
+        token = agent_services.agent_token_issue(agent=run.agent, label=token_label, ttl_seconds=spec.max_run_seconds + 300)
+        token_issued = True
         environment = {
-            "MCP_SERVER_URL": settings.MCP_SERVER_URL, "AGENT_ID": run.agent_id, "TASK_ID": f"TSK-{run.task_id}",
+            "MCP_SERVER_URL": settings.MCP_SERVER_URL, "AGENT_ID": run.agent_id, "TASK_ID": task_public_id(run.task_id),
             "OMOIOS_AGENT_TOKEN": token,
         }
         sandbox = provider.create(labels={"omoios-run": str(run_id), "agent": run.agent_id}, env=environment)
         environment["SANDBOX_ID"] = sandbox.sandbox_id
         run = _update_run(run_id, status=SandboxRun.Status.RUNNING, sandbox_id=sandbox.sandbox_id, started_at=timezone.now())
-        Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.RUNNING, last_heartbeat=timezone.now())
+        agent_services.agent_heartbeat(agent_id=run.agent_id, status=Agent.Status.RUNNING)
         from agents.agent_side.worker_runtime import run_worker
 
-        brief = (f"Work on task TSK-{run.task_id} of ticket TKT-{run.ticket_id} in workflow '{run.workflow.slug}'. "
+        brief = (f"Work on task {task_public_id(run.task_id)} of ticket {ticket_public_id(run.ticket_id)} in workflow '{run.workflow.slug}'. "
                  f"You are {run.agent_id}; your sandbox is {sandbox.sandbox_id}.")
         outcome = run_worker(
             llm=llm or _llm_for(run, token, playbook_command), mcp_url=settings.MCP_SERVER_URL, token=token, sandbox=sandbox,
             working_dir=settings.BASE_DIR / ".data" / "conversations" / f"run-{run_id}", brief=brief,
-            system_prompt=spec.system_prompt(agent_id=run.agent_id, workflow=run.workflow.slug, task_id=f"TSK-{run.task_id}",
-                                             ticket_id=f"TKT-{run.ticket_id}"),
+            system_prompt=spec.system_prompt(agent_id=run.agent_id, workflow=run.workflow.slug, task_id=task_public_id(run.task_id),
+                                             ticket_id=ticket_public_id(run.ticket_id)),
             max_iterations=spec.max_iterations, command_timeout=spec.command_timeout_seconds,
         )
         task_done = Task.objects.filter(pk=run.task_id, status=Task.Status.COMPLETED).exists()
@@ -175,8 +171,8 @@ def execute_run(run_id: int, *, llm=None, playbook_command: str | None = None) -
         logger.exception("sandbox run %s failed", run_id)
         return _finish(run_id, sandbox, started, status=SandboxRun.Status.FAILED, exit_code=1, error=f"{type(error).__name__}: {error}"[:2000])
     finally:
-        if token_prefix:
-            AgentToken.objects.filter(agent_id=run.agent_id, prefix=token_prefix, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if token_issued:
+            agent_services.agent_tokens_revoke(agent=run.agent, label=token_label)
 
 
 def _finish(run_id: int, sandbox, started: float, **fields) -> SandboxRun:
@@ -186,7 +182,7 @@ def _finish(run_id: int, sandbox, started: float, **fields) -> SandboxRun:
         except Exception:
             logger.exception("deleting the sandbox of run %s failed", run_id)
     run = _update_run(run_id, ended_at=timezone.now(), sandbox_seconds=time.monotonic() - started, **fields)
-    Agent.objects.filter(pk=run.agent_id).update(status=Agent.Status.IDLE)
+    agent_services.agent_status_set(agent_id=run.agent_id, status=Agent.Status.IDLE)
     return run
 
 

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from agents import selectors, services
-from agents.payloads import trajectory_payload
+from agents.payloads import sandbox_run_payload, trajectory_payload
 from omoi_site.mcp_endpoint import ActingAgentId, AgentId, act_as, mcp_tool
+from omoi_site.payloads import compact
 from tasks.selectors import task_get
 
 
@@ -45,4 +46,4 @@ def launch_worker(
     from agents.launcher import launch_worker_requested
 
     run = launch_worker_requested(actor=caller, template=template, task_id=task_id, ticket_id=ticket_id)
-    return {"run_id": run.pk, "worker_agent_id": run.agent_id, "task_id": f"TSK-{run.task_id}", "provider": run.provider, "status": run.status}
+    return compact(sandbox_run_payload(run))

@@ -1,7 +1,35 @@
-"""Agent identities, their bearer tokens, the trajectory they report, sandbox runs and idempotency records."""
+"""Workflows and the agent identities that belong to them, their bearer tokens, the trajectory they report, sandbox runs and idempotency records."""
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MinValueValidator
 from django.db import models
+
+
+class Workflow(models.Model):
+    """A scope key (`workflow_id`, a slug such as `my-project`): every ticket, task, message and agent
+    permission belongs to exactly one workflow. It is identity's: who may see what is decided by which
+    workflows an agent (or a staff user's `workflow:<slug>` groups) belongs to."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    max_concurrent_sandboxes = models.PositiveIntegerField(default=4)
+    monthly_budget_usd = models.DecimalField(
+        max_digits=10, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="LLM spend allowed per calendar month (UTC); the launcher refuses new sandboxes once it is used up. Empty: no limit.",
+    )
+    auto_spawn_rules = models.JSONField(
+        default=dict, blank=True, help_text="ticket_type → agent template; empty means no automatic launches"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # The table keeps the name it had when the model lived in the tickets app (moved without copying rows).
+        db_table = "tickets_workflow"
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
 
 
 class Agent(models.Model):
@@ -27,7 +55,7 @@ class Agent(models.Model):
         TERMINATED = "terminated"
 
     agent_id = models.SlugField(max_length=100, primary_key=True)
-    workflows = models.ManyToManyField("tickets.Workflow", related_name="agents", blank=True)
+    workflows = models.ManyToManyField(Workflow, related_name="agents", blank=True)
     agent_type = models.CharField(max_length=20, choices=AgentType.choices, default=AgentType.IMPLEMENTER)
     template = models.CharField(max_length=50, blank=True)
     capabilities = ArrayField(models.CharField(max_length=50), default=list, blank=True)
@@ -103,7 +131,7 @@ class SandboxRun(models.Model):
         CANCELLED = "cancelled"
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sandbox_runs")
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="sandbox_runs")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="sandbox_runs")
     task = models.ForeignKey("tasks.Task", null=True, blank=True, on_delete=models.SET_NULL)
     ticket = models.ForeignKey("tickets.Ticket", null=True, blank=True, on_delete=models.SET_NULL)
     template = models.CharField(max_length=50)

@@ -8,9 +8,8 @@ import hashlib
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from agents.models import Agent, AgentEvent, AgentToken, SandboxRun
-from omoi_site.domain import NotFound, is_agent, parse_public_id
-from tickets.models import Workflow  # the Workflow model still lives in the tickets app (docs/architecture.md)
+from agents.models import Agent, AgentEvent, AgentToken, SandboxRun, Workflow
+from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id
 
 STAFF_WORKFLOW_GROUP_PREFIX = "workflow:"
 # Attribute on an Agent instance holding its workflow ids as read when its token was looked up (see
@@ -58,6 +57,17 @@ def scoped_to_actor(queryset: QuerySet, *, actor, workflow_lookup: str | None) -
 def can_access_workflow(actor, workflow_id: int) -> bool:
     allowed = workflow_ids_for(actor)
     return allowed is None or workflow_id in allowed
+
+
+def workflow_get(*, slug, actor) -> Workflow:
+    """The workflow with this slug, if the actor belongs to it."""
+    if not isinstance(slug, str) or not slug.strip():
+        raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
+    workflow = first_of(Workflow.objects.filter(slug=slug.strip()))
+    if workflow is None or not can_access_workflow(actor, workflow.id):
+        # Same message for 'missing' and 'not yours': do not reveal other workflows.
+        raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
+    return workflow
 
 
 def hash_token(raw_token: str) -> str:

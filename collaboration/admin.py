@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from collaboration.models import Handoff, Message, MessageReceipt
+from omoi_site.domain import task_public_id
 from tickets.admin import ReadOnlyAdmin, ReadOnlyInline
 
 
@@ -51,4 +52,4 @@ class HandoffAdmin(ReadOnlyAdmin):
 
     @admin.display(description="task", ordering="task_id")
     def task_link(self, obj):
-        return format_html('<a href="{}">TSK-{}</a>', reverse("admin:tasks_task_change", args=[obj.task_id]), obj.task_id)
+        return format_html('<a href="{}">{}</a>', reverse("admin:tasks_task_change", args=[obj.task_id]), task_public_id(obj.task_id))

@@ -156,9 +156,7 @@ class MessagesView(ApiView):
         items = selectors.inbox(
             agent=agent, thread_id=query.get("thread_id"), limit=query["limit"], unread_only=query["unread_only"]
         )
-        return Response(
-            {"messages": [payloads.message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]}
-        )
+        return Response(payloads.inbox_payload(items))
 
     @extend_schema(
         tags=TAG,
@@ -171,8 +169,7 @@ class MessagesView(ApiView):
         data = validated(SendRequest, request.data)
         act_as_self(request, data.pop("sender_agent_id", None), argument="sender_agent_id")
         sender = require_agent(request, action="send messages")
-        record = services.message_send(sender=sender, **data)
-        return Response({"message_id": record.id, "thread_id": record.thread_id, "to": record.recipient_id}, status=201)
+        return Response(payloads.message_sent_payload(services.message_send(sender=sender, **data)), status=201)
 
 
 class BroadcastView(ApiView):
@@ -187,8 +184,7 @@ class BroadcastView(ApiView):
         data = validated(BroadcastRequest, request.data)
         act_as_self(request, data.pop("sender_agent_id", None), argument="sender_agent_id")
         sender = require_agent(request, action="broadcast messages")
-        record, recipients = services.message_broadcast(sender=sender, **data)
-        return Response({"message_id": record.id, "thread_id": record.thread_id, "recipients": recipients}, status=201)
+        return Response(payloads.broadcast_sent_payload(services.message_broadcast(sender=sender, **data)), status=201)
 
 
 class MarkReadView(ApiView):
@@ -265,7 +261,7 @@ class HandoffAcceptView(ApiView):
         act_as_self(request, data.get("agent_id"))
         agent = require_agent(request, action="accept a hand-off")
         handoff = services.handoff_accept(agent=agent, handoff_id=handoff_id, note=data.get("note", ""))
-        return Response({**payloads.handoff_payload(handoff), "fencing_token": handoff.task.fencing_token})
+        return Response(payloads.handoff_accepted_payload(handoff))
 
 
 class HandoffDeclineView(ApiView):

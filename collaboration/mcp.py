@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from collaboration import payloads, selectors, services
-from omoi_site.mcp_endpoint import ActingAgentId, AgentId, TaskId, act_as, mcp_tool
+from collaboration.models import Message
+from omoi_site.mcp_endpoint import ActingAgentId, AgentId, TaskId, act_as, choices_of, mcp_tool
 
-MessageType = Literal["info", "question", "warning", "discovery", "handoff_request", "handoff_accepted", "handoff_declined"]
+MessageType = choices_of(Message.MessageType)
 MessageText = Annotated[str, Field(min_length=1, max_length=20000)]
 HandoffId = Annotated[str, Field(min_length=1, max_length=30, description="e.g. HND-3")]
 
@@ -21,8 +22,8 @@ def broadcast_message(
 ) -> dict:
     """Send a message to every other agent of the workflow (of ticket_id/task_id if given)."""
     act_as(caller, sender_agent_id, argument="sender_agent_id")
-    record, recipients = services.message_broadcast(sender=caller, message=message, message_type=message_type, ticket_id=ticket_id, task_id=task_id)
-    return {"message_id": record.id, "thread_id": record.thread_id, "recipients": recipients}
+    return payloads.broadcast_sent_payload(services.message_broadcast(
+        sender=caller, message=message, message_type=message_type, ticket_id=ticket_id, task_id=task_id))
 
 
 @mcp_tool()
@@ -33,12 +34,12 @@ def send_message(
 ) -> dict:
     """Send a direct message to another agent."""
     act_as(caller, sender_agent_id, argument="sender_agent_id")
-    record = services.message_send(sender=caller, recipient_agent_id=recipient_agent_id, message=message, message_type=message_type,
-                                   ticket_id=ticket_id, task_id=task_id, thread_id=thread_id)
-    return {"message_id": record.id, "thread_id": record.thread_id, "to": record.recipient_id}
+    return payloads.message_sent_payload(services.message_send(
+        sender=caller, recipient_agent_id=recipient_agent_id, message=message, message_type=message_type,
+        ticket_id=ticket_id, task_id=task_id, thread_id=thread_id))
 
 
-@mcp_tool(read_only=True)
+@mcp_tool(idempotent=True)
 def get_messages(
     caller, thread_id: Annotated[str | None, Field(max_length=64)] = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 50, unread_only: bool = False,
@@ -47,9 +48,9 @@ def get_messages(
     """Your inbox (direct messages and broadcasts), newest first, with read state."""
     act_as(caller, agent_id)
     items = selectors.inbox(agent=caller, thread_id=thread_id, limit=limit, unread_only=unread_only)
-    result = {"messages": [payloads.message_payload(m, read_at=read_at, include_read=True) for m, read_at in items]}
+    result = payloads.inbox_payload(items)
     if mark_read and items:
-        # A read tool that writes only when explicitly asked; receipts are the caller's own rows.
+        # Writes only when asked, and only the caller's own receipts; marking twice changes nothing more.
         result["marked_read"] = services.messages_mark_read(agent=caller, message_ids=[m.id for m, _ in items])
     return result
 
@@ -71,8 +72,7 @@ def accept_handoff(caller, handoff_id: HandoffId, note: Annotated[str | None, Fi
 ) -> dict:
     """Accept a hand-off addressed to you: the task and its lease become yours (new fencing_token)."""
     act_as(caller, agent_id)
-    handoff = services.handoff_accept(agent=caller, handoff_id=handoff_id, note=note or "")
-    return {**payloads.handoff_payload(handoff), "fencing_token": handoff.task.fencing_token}
+    return payloads.handoff_accepted_payload(services.handoff_accept(agent=caller, handoff_id=handoff_id, note=note or ""))
 
 
 @mcp_tool()

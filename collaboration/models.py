@@ -5,6 +5,8 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 
+from omoi_site.domain import handoff_public_id, task_public_id
+
 
 class Message(models.Model):
     """A direct message (recipient set) or a broadcast to every other agent of the workflow (recipient null).
@@ -21,7 +23,7 @@ class Message(models.Model):
         HANDOFF_ACCEPTED = "handoff_accepted"
         HANDOFF_DECLINED = "handoff_declined"
 
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="messages")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="messages")
     sender = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="sent_messages")
     recipient = models.ForeignKey(
         "agents.Agent", null=True, blank=True, on_delete=models.CASCADE, related_name="direct_messages"
@@ -83,7 +85,7 @@ class Handoff(models.Model):
         Status.EXPIRED: set(),
     }
 
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="handoffs")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="handoffs")
     from_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_out")
     to_agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="handoffs_in")
     task = models.ForeignKey("tasks.Task", on_delete=models.CASCADE, related_name="handoffs")
@@ -110,11 +112,11 @@ class Handoff(models.Model):
 
 
     def __str__(self) -> str:
-        return f"{self.public_id} TSK-{self.task_id} {self.from_agent_id} → {self.to_agent_id} ({self.status})"
+        return f"{self.public_id} {task_public_id(self.task_id)} {self.from_agent_id} → {self.to_agent_id} ({self.status})"
 
     @property
     def public_id(self) -> str:
-        return f"HND-{self.pk}"
+        return handoff_public_id(self.pk)
 
     def can_transition_to(self, new_status: str) -> bool:
         return new_status in self.TRANSITIONS[self.Status(self.status)]

@@ -7,7 +7,15 @@ from django.db.models import Q
 from agents.models import SandboxRun
 from agents.selectors import agent_list
 from collaboration.models import Handoff, Message, MessageReceipt
-from omoi_site.domain import NotFound, parse_public_id
+from omoi_site.domain import (
+    HANDOFF_PREFIX,
+    NotFound,
+    handoff_public_id,
+    parse_public_id,
+    recorded_actor_label,
+    task_public_id,
+    ticket_public_id,
+)
 from tasks.models import Discovery, Task, TaskEvent
 from tasks.payloads import discovery_payload
 from tasks.selectors import workflow_graph
@@ -44,11 +52,11 @@ def inbox(*, agent, thread_id: str | None = None, limit: int = 50, unread_only: 
 
 
 def handoff_get(*, handoff_id, actor, for_update: bool = False) -> Handoff:
-    pk = parse_public_id(handoff_id, "HND", argument="handoff_id")
+    pk = parse_public_id(handoff_id, HANDOFF_PREFIX, argument="handoff_id")
     queryset = Handoff.objects.select_for_update(of=("self",)) if for_update else Handoff.objects.all()
     handoff = queryset.select_related("workflow").filter(pk=pk).first()
     if handoff is None or not can_access_workflow(actor, handoff.workflow_id):
-        raise NotFound(f"No hand-off HND-{pk} in your workflows (handoff_id).")
+        raise NotFound(f"No hand-off {handoff_public_id(pk)} in your workflows (handoff_id).")
     return handoff
 
 
@@ -104,14 +112,14 @@ def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
     for message in Message.objects.filter(workflow=workflow).exclude(
         message_type__in=[Message.MessageType.HANDOFF_REQUEST, Message.MessageType.HANDOFF_ACCEPTED, Message.MessageType.HANDOFF_DECLINED]
     ).order_by("-created_at", "-id")[:limit]:
-        items.append({"event": "message.sent", "at": message.created_at, "ticket": f"TKT-{message.ticket_id}" if message.ticket_id else None,
+        items.append({"event": "message.sent", "at": message.created_at, "ticket": ticket_public_id(message.ticket_id),
                       "payload": payloads.message_payload(message)})
     for handoff in Handoff.objects.filter(workflow=workflow).select_related("task").order_by("-created_at", "-id")[:limit]:
         event = {"requested": "handoff.requested", "accepted": "handoff.accepted", "declined": "handoff.declined"}.get(handoff.status, "handoff.requested")
-        items.append({"event": event, "at": handoff.responded_at or handoff.created_at, "ticket": f"TKT-{handoff.task.ticket_id}",
+        items.append({"event": event, "at": handoff.responded_at or handoff.created_at, "ticket": ticket_public_id(handoff.task.ticket_id),
                       "payload": payloads.handoff_payload(handoff)})
     for discovery in Discovery.objects.filter(source_task__workflow=workflow).select_related("source_task").order_by("-created_at", "-id")[:limit]:
-        items.append({"event": "discovery.recorded", "at": discovery.created_at, "ticket": f"TKT-{discovery.source_task.ticket_id}",
+        items.append({"event": "discovery.recorded", "at": discovery.created_at, "ticket": ticket_public_id(discovery.source_task.ticket_id),
                       "payload": discovery_payload(discovery)})
     history_kinds = {"created": "ticket.created", "status_changed": "ticket.status_changed", "unblocked": "ticket.unblocked",
                      "blocked": "ticket.blocked"}
@@ -122,7 +130,7 @@ def workflow_activity(*, workflow, limit: int = 60) -> list[dict]:
         new = row.new_value
         status = new.get("status") if isinstance(new, dict) else (new if row.event_type == "status_changed" else ticket.status)
         event = "ticket.resolved" if row.event_type == "status_changed" and new == "done" else history_kinds[row.event_type]
-        by = row.actor_agent_id or (f"user:{row.actor_user.get_username()}" if row.actor_user_id else None)
+        by = recorded_actor_label(row.actor_agent_id, row.actor_user if row.actor_user_id else None)
         items.append({"event": event, "at": row.created_at, "ticket": ticket.public_id,
                       "payload": {"ticket_id": ticket.public_id, "title": ticket.title, "status": status,
                                   "old_status": row.old_value if row.event_type == "status_changed" else None, "by": by}})
@@ -180,7 +188,7 @@ def task_timeline(*, task: Task) -> list[dict]:
         entries.append(
             (discovery.created_at, discovery.id, {
                 "kind": "discovery", "discovery_type": discovery.discovery_type, "description": discovery.description,
-                "spawned_task_id": f"TSK-{discovery.spawned_task_id}" if discovery.spawned_task_id else None,
+                "spawned_task_id": task_public_id(discovery.spawned_task_id),
             })
         )
     for handoff in Handoff.objects.filter(task=task):

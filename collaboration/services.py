@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -17,7 +18,15 @@ from agents.models import Agent
 from agents.services import agent_event_record
 from collaboration import payloads, selectors
 from collaboration.models import Handoff, Message, MessageReceipt
-from omoi_site.domain import Conflict, DomainError, NotFound, PermissionDenied, require_choice, require_text
+from omoi_site.domain import (
+    Conflict,
+    DomainError,
+    NotFound,
+    PermissionDenied,
+    require_choice,
+    require_text,
+    ticket_public_id,
+)
 from omoi_site.events import publish_on_commit
 from tasks.models import Task, TaskEvent
 from tasks.selectors import task_get
@@ -28,6 +37,13 @@ from tickets.selectors import ticket_get
 MESSAGE_MAX = 20_000
 HANDOFF_TTL = timedelta(hours=1)
 
+
+
+class BroadcastSent(NamedTuple):
+    """A broadcast message and how many agents received it."""
+
+    message: Message
+    recipients: int
 
 def _resolve_context(sender: Agent, ticket_id, task_id) -> tuple[Workflow, object, object]:
     ticket = ticket_get(ticket_id=ticket_id, actor=sender) if ticket_id else None
@@ -77,7 +93,7 @@ def message_send(
         ticket=ticket, task=task, thread_id=_thread_for(thread_id, sender),
     )
     MessageReceipt.objects.create(message=record, agent=recipient)
-    publish_on_commit("message.sent", workflow=workflow.slug, ticket=f"TKT-{ticket.id}" if ticket else None,
+    publish_on_commit("message.sent", workflow=workflow.slug, ticket=ticket_public_id(ticket.id) if ticket else None,
                       payload=payloads.message_payload(record), agents=[recipient.agent_id])
     return record
 
@@ -85,7 +101,7 @@ def message_send(
 @transaction.atomic
 def message_broadcast(
     *, sender: Agent, message: str, message_type: str = Message.MessageType.INFO, ticket_id=None, task_id=None
-) -> tuple[Message, int]:
+) -> BroadcastSent:
     """Send a message to every other agent of the workflow; returns it and how many agents received it."""
     body = require_text(message, argument="message", min_length=1, max_length=MESSAGE_MAX)
     require_choice(message_type, Message.MessageType.values, argument="message_type")
@@ -97,9 +113,9 @@ def message_broadcast(
     recipients = list(workflow.agents.exclude(agent_id=sender.agent_id).exclude(status=Agent.Status.TERMINATED)
                       .values_list("agent_id", flat=True))
     MessageReceipt.objects.bulk_create([MessageReceipt(message=record, agent_id=agent_id) for agent_id in recipients])
-    publish_on_commit("message.sent", workflow=workflow.slug, ticket=f"TKT-{ticket.id}" if ticket else None,
+    publish_on_commit("message.sent", workflow=workflow.slug, ticket=ticket_public_id(ticket.id) if ticket else None,
                       payload={**payloads.message_payload(record), "recipients": len(recipients)}, agents=recipients)
-    return record, len(recipients)
+    return BroadcastSent(record, len(recipients))
 
 
 @transaction.atomic
@@ -159,7 +175,7 @@ def handoff_request(*, from_agent: Agent, to_agent_id: str, task_id, reason: str
     handoff.save(update_fields=["request_message"])
     TaskEvent.objects.create(task=task, actor_agent=from_agent, event_type="handoff_requested",
                              details={"handoff_id": handoff.public_id, "to": to_agent.agent_id})
-    publish_on_commit("handoff.requested", workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+    publish_on_commit("handoff.requested", workflow=task.workflow.slug, ticket=ticket_public_id(task.ticket_id),
                       payload=payloads.handoff_payload(handoff), agents=[to_agent.agent_id, from_agent.agent_id])
     return handoff
 
@@ -210,7 +226,7 @@ def handoff_accept(*, agent: Agent, handoff_id, note: str = "") -> Handoff:
                     f"Accepted hand-off {handoff.public_id} of {task.public_id}. {note}".strip())
 
     agent_event_record(agent=agent, event_type="handoff_accepted", task=task, payload={"handoff_id": handoff.public_id})
-    publish_on_commit("handoff.accepted", workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+    publish_on_commit("handoff.accepted", workflow=task.workflow.slug, ticket=ticket_public_id(task.ticket_id),
                       payload={**payloads.handoff_payload(handoff), "fencing_token": task.fencing_token},
                       agents=[agent.agent_id, handoff.from_agent_id])
     return handoff
@@ -227,7 +243,7 @@ def handoff_decline(*, agent: Agent, handoff_id, reason: str = "") -> Handoff:
     TaskEvent.objects.create(task=task, actor_agent=agent, event_type="handoff_declined", details={"handoff_id": handoff.public_id})
     _system_message(handoff, agent, handoff.from_agent, Message.MessageType.HANDOFF_DECLINED,
                     f"Declined hand-off {handoff.public_id} of {task.public_id}. {reason}".strip())
-    publish_on_commit("handoff.declined", workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+    publish_on_commit("handoff.declined", workflow=task.workflow.slug, ticket=ticket_public_id(task.ticket_id),
                       payload=payloads.handoff_payload(handoff), agents=[agent.agent_id, handoff.from_agent_id])
     return handoff
 

@@ -35,6 +35,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from omoi_site.constants import Priority
 from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable, is_retryable_conflict
 from omoi_site.domain import DomainError, PermissionDenied, is_agent
 from omoi_site.input_limits import MAX_JSON_DEPTH, find_unacceptable_value
@@ -184,6 +185,16 @@ class StrictJSONParser(JSONParser):
         if problem:
             raise exceptions.ParseError(problem)
         return data
+
+
+class PriorityField(serializers.ChoiceField):
+    """low | medium | high | critical, read in any case ("HIGH" → "high"), as every door reads priorities."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=Priority.choices, **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.strip().lower() if isinstance(data, str) else data)
 
 
 class StrictSerializer(serializers.Serializer):

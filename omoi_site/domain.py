@@ -45,6 +45,26 @@ def first_of(queryset):
     return next(iter(queryset[:1]), None)
 
 
+TICKET_PREFIX, TASK_PREFIX, HANDOFF_PREFIX = "TKT", "TSK", "HND"
+
+
+def public_id(prefix: str, pk: int | None) -> str | None:
+    """The one spelling of a public id: public_id("TKT", 42) == "TKT-42" (None stays None)."""
+    return f"{prefix}-{pk}" if pk else None
+
+
+def ticket_public_id(pk: int | None) -> str | None:
+    return public_id(TICKET_PREFIX, pk)
+
+
+def task_public_id(pk: int | None) -> str | None:
+    return public_id(TASK_PREFIX, pk)
+
+
+def handoff_public_id(pk: int | None) -> str | None:
+    return public_id(HANDOFF_PREFIX, pk)
+
+
 def parse_public_id(value: Any, prefix: str, *, argument: str) -> int:
     """Turn 'TKT-42' (or 42 / '42') into 42; anything else is a clear DomainError naming the argument."""
     if isinstance(value, bool):
@@ -73,9 +93,21 @@ def actor_fields(actor: Any, *, agent_field: str = "actor_agent", user_field: st
 
 
 def actor_label(actor: Any) -> str | None:
+    """How every door and event names who acted: the agent id, or `user:<username>`, or "system"."""
     if actor is None:
         return "system"
-    return actor.agent_id if is_agent(actor) else f"user:{actor.get_username()}"
+    return actor.agent_id if is_agent(actor) else user_label(actor)
+
+
+def user_label(user: Any) -> str:
+    return f"user:{user.get_username()}"
+
+
+def recorded_actor_label(agent_id: str | None, user: Any = None) -> str | None:
+    """The label of a recorded actor pair (an `*_agent` id or an `*_user` row); None when neither is set."""
+    if agent_id:
+        return agent_id
+    return user_label(user) if user is not None else None
 
 
 def require_text(value: Any, *, argument: str, min_length: int = 0, max_length: int = 10_000) -> str:

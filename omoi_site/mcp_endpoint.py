@@ -25,15 +25,16 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 from mcp import types as mcp_types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from agents.models import IdempotencyRecord
+from omoi_site.constants import Priority
 from omoi_site.domain import DomainError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class ToolSpec:
     description: str
     read_only: bool
     destructive: bool
+    # Repeat-safe by nature: no idempotency_key argument and no transaction of the door's own (a write it may
+    # make, like get_messages' read receipts, is one service with its own transaction).
+    idempotent: bool
     accepts_idempotency_key: bool
     # Work done before the call's transaction opens (e.g. an embedding over HTTP), so that no door holds a
     # transaction open while it waits on an outside service. Advice only: its failure is logged, not raised.
@@ -86,7 +90,7 @@ class ToolSpec:
             annotations=mcp_types.ToolAnnotations(
                 readOnlyHint=True if self.read_only else None,
                 destructiveHint=self.destructive if not self.read_only else None,
-                idempotentHint=True if self.read_only else None,
+                idempotentHint=True if self.idempotent else None,
             ),
         )
 
@@ -96,10 +100,12 @@ _tools_loaded = threading.Lock()
 _loaded = False
 
 
-def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | None = None,
+def mcp_tool(*, read_only: bool = False, idempotent: bool = False, destructive: bool = False, name: str | None = None,
              prepare: Callable[..., None] | None = None):
-    """Register a function as an MCP tool. Its docstring is the description an LLM reads. `prepare(caller,
-    **arguments)` runs first, outside any transaction (warm what needs an outside service)."""
+    """Register a function as an MCP tool. Its docstring is the description an LLM reads. `read_only`: it
+    changes nothing; `idempotent`: it may write, but repeating it changes nothing more (read-only implies it).
+    `prepare(caller, **arguments)` runs first, outside any transaction (warm what needs an outside service)."""
+    idempotent = idempotent or read_only
 
     def decorator(function: Callable[..., dict]) -> Callable[..., dict]:
         tool_name = name or function.__name__
@@ -110,7 +116,7 @@ def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | 
         for parameter in parameters[1:]:
             default = ... if parameter.default is inspect.Parameter.empty else parameter.default
             fields[parameter.name] = (parameter.annotation, default)
-        accepts_key = not read_only
+        accepts_key = not idempotent
         if accepts_key:
             fields["idempotency_key"] = (IdempotencyKey, None)
         model = create_model(
@@ -127,6 +133,7 @@ def mcp_tool(*, read_only: bool = False, destructive: bool = False, name: str | 
             arguments_model=model,
             description=description,
             read_only=read_only,
+            idempotent=idempotent,
             destructive=destructive,
             accepts_idempotency_key=accepts_key,
             prepare=prepare,
@@ -333,9 +340,9 @@ def run_tool(tool: ToolSpec, caller, arguments: dict[str, Any]) -> tuple[bool, s
         try:
             if idempotency_key:
                 result = _run_idempotent(tool, caller, idempotency_key, values)
-            elif tool.read_only:
-                # Reads need no transaction of their own (a read tool's optional write, e.g. get_messages
-                # mark_read, is a service with its own); skipping BEGIN/COMMIT saves two round trips.
+            elif tool.idempotent:
+                # Reads need no transaction of their own (an idempotent tool's optional write, e.g.
+                # get_messages mark_read, is a service with its own); skipping BEGIN/COMMIT saves two round trips.
                 result = tool.function(caller, **values)
             else:
                 with transaction.atomic():
@@ -429,6 +436,19 @@ ActingAgentId = Annotated[str | None, Field(min_length=1, max_length=100)]
 Offset = Annotated[int, Field(ge=0, le=1_000_000)]
 TicketId = Annotated[str, Field(min_length=1, description="e.g. TKT-12"), unadvertised_max_length(30)]
 TaskId = Annotated[str, Field(min_length=1, description="e.g. TSK-7"), unadvertised_max_length(30)]
+
+
+def choices_of(text_choices) -> Any:
+    """A Literal of a model's TextChoices values: MCP enums come from the models, never a copied list."""
+    return Literal[tuple(text_choices.values)]
+
+
+def _lowercase(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+# Tickets and tasks share lowercase priorities; "HIGH" from an older client is read as "high".
+PriorityName = Annotated[choices_of(Priority), BeforeValidator(_lowercase)]
 
 
 def act_as(caller, agent_id: str | None, *, argument: str = "agent_id") -> None:

@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from agents.launcher import launch_worker
-from omoi_site.domain import DomainError
+from omoi_site.domain import TASK_PREFIX, TICKET_PREFIX, DomainError, ticket_public_id
 from tasks import blockers, services
 from tasks.models import BlockerModel, BlockerPrediction, Discovery, Task, TaskEvent
 from tickets.admin import PUBLIC_ID, ReadOnlyAdmin, ReadOnlyInline, run_links
@@ -23,13 +23,13 @@ class TicketColumnMixin:
 
     def get_search_results(self, request, queryset, search_term):
         match = PUBLIC_ID.match(search_term or "")
-        if match and match.group(1).upper() == "TKT":
+        if match and match.group(1).upper() == TICKET_PREFIX:
             return queryset.filter(ticket_id=int(match.group(2))), False
         return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="ticket", ordering="ticket_id")
     def ticket_link(self, obj):
-        return format_html('<a href="{}">TKT-{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), obj.ticket_id)
+        return format_html('<a href="{}">{}</a>', reverse("admin:tickets_ticket_change", args=[obj.ticket_id]), ticket_public_id(obj.ticket_id))
 
 
 class TaskEventInline(ReadOnlyInline):
@@ -65,7 +65,7 @@ class TaskAdmin(TicketColumnMixin, ReadOnlyAdmin):
     def get_search_results(self, request, queryset, search_term):
         """An exact TSK-n finds that task, TKT-n the tasks of that ticket; other text searches descriptions."""
         match = PUBLIC_ID.match(search_term or "")
-        if match and match.group(1).upper() == "TSK":
+        if match and match.group(1).upper() == TASK_PREFIX:
             return queryset.filter(pk=int(match.group(2))), False
         return super().get_search_results(request, queryset, search_term)
 

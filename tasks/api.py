@@ -13,6 +13,7 @@ from omoi_site.api_support import (
     ApiView,
     BoundedJSONObjectField,
     CursorQuery,
+    PriorityField,
     StrictSerializer,
     act_as_self,
     paginate_queryset,
@@ -149,11 +150,12 @@ class TaskCreateRequest(StrictSerializer):
     phase_id = serializers.ChoiceField(choices=Phase.choices)
     description = serializers.CharField(min_length=10, max_length=20000)
     task_type = serializers.ChoiceField(choices=Task.TaskType.choices, default="implementation")
-    priority = serializers.ChoiceField(choices=Task.Priority.choices, default="MEDIUM")
+    priority = PriorityField(default="medium")
     discovery_type = serializers.ChoiceField(choices=Discovery.DiscoveryType.choices, required=False, allow_null=True)
     discovery_description = serializers.CharField(max_length=20000, required=False, allow_null=True, allow_blank=True)
     source_task_id = serializers.CharField(max_length=30, required=False, allow_null=True)
     priority_boost = serializers.BooleanField(default=False)
+    claim = serializers.BooleanField(default=False, help_text="hold it at once (agents only)")
     dependencies = serializers.ListField(child=serializers.CharField(max_length=30), max_length=50, required=False)
 
 
@@ -231,11 +233,7 @@ class TaskCollectionView(ApiView):
     )
     def post(self, request):
         data = validated(TaskCreateRequest, request.data)
-        task, discovery = services.task_create(actor=request.user, **data)
-        result = {"task": payloads.task_payload(task, include_dependencies=True)}
-        if discovery is not None:
-            result["discovery"] = payloads.discovery_payload(discovery)
-        return Response(result, status=201)
+        return Response(payloads.task_created_payload(services.task_create(actor=request.user, **data)), status=201)
 
 
 class TaskDetailView(ApiView):
@@ -288,13 +286,7 @@ class HeartbeatView(ApiView):
         act_as_self(request, data.get("agent_id"))
         agent = require_agent(request, action="hold a task lease")
         task = services.task_heartbeat(agent=agent, task_id=task_id, fencing_token=data.get("fencing_token"))
-        return Response(
-            {
-                "task_id": task.public_id,
-                "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"),
-                "fencing_token": task.fencing_token,
-            }
-        )
+        return Response(payloads.lease_payload(task))
 
 
 class ReleaseView(ApiView):
@@ -350,9 +342,7 @@ class TaskDiscoveriesView(ApiView):
         query = validated_query(DiscoveryQuery, request)
         task = selectors.task_get(task_id=task_id, actor=request.user)
         discoveries = selectors.task_discoveries(task=task, resolution_status=query.get("resolution_status"))
-        return Response(
-            {"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in discoveries]}
-        )
+        return Response(payloads.task_discoveries_payload(task, discoveries))
 
 
 class TaskTimelineView(ApiView):

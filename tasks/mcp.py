@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from collaboration import selectors as collaboration_selectors
-from omoi_site.mcp_endpoint import ActingAgentId, TaskId, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.constants import DESCRIPTION_MAX, DESCRIPTION_MIN
+from omoi_site.mcp_endpoint import (
+    ActingAgentId,
+    PriorityName,
+    TaskId,
+    TicketId,
+    WorkflowSlug,
+    act_as,
+    choices_of,
+    mcp_tool,
+)
 from tasks import blockers, payloads, selectors, services
+from tasks.models import Discovery, Task
+from tickets.models import Phase
 from tickets.selectors import ticket_get, workflow_get
 
-PhaseId = Literal[
-    "PHASE_BACKLOG", "PHASE_REQUIREMENTS", "PHASE_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_TESTING", "PHASE_DEPLOYMENT", "PHASE_DONE"
-]
-TaskType = Literal[
-    "implementation", "investigation", "research", "testing", "review", "bugfix", "documentation", "deployment", "follow_up"
-]
-TaskPriority = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-DiscoveryType = Literal[
-    "bug", "optimization", "clarification_needed", "new_component", "security_issue", "performance_issue",
-    "missing_requirement", "integration_issue", "technical_debt", "documentation", "other",
-]
+PhaseId = choices_of(Phase)
+TaskType = choices_of(Task.TaskType)
+TaskStatus = choices_of(Task.Status)
+DiscoveryType = choices_of(Discovery.DiscoveryType)
+ResolutionStatus = choices_of(Discovery.ResolutionStatus)
 # No advertised maximum (it cost ~20 tokens per tool in tools/list): the door refuses integers beyond
 # 64 bits for every argument anyway (mcp_endpoint.find_unstorable), with a clear message.
 FencingToken = Annotated[int | None, Field(ge=0, description="from claim_next_task; refuses stale holders")]
@@ -32,11 +38,11 @@ def create_task(
     caller,
     ticket_id: TicketId,
     phase_id: PhaseId,
-    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    description: Annotated[str, Field(min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)],
     task_type: TaskType = "implementation",
-    priority: TaskPriority = "MEDIUM",
+    priority: PriorityName = "medium",
     discovery_type: DiscoveryType | None = None,
-    discovery_description: Annotated[str | None, Field(max_length=20000)] = None,
+    discovery_description: Annotated[str | None, Field(max_length=DESCRIPTION_MAX)] = None,
     source_task_id: str | None = None,
     priority_boost: bool = False,
     dependencies: Annotated[list[str] | None, Field(max_length=50, description="task ids that must complete first")] = None,
@@ -44,25 +50,18 @@ def create_task(
 ) -> dict:
     """Create a task under a ticket (claim=true: hold it at once). discovery_type+source_task_id record a
     discovery on the source task that spawns this task (priority_boost: one level up)."""
-    task, discovery = services.task_create(
+    return payloads.task_created_payload(services.task_create(
         actor=caller, ticket_id=ticket_id, phase_id=phase_id, description=description, task_type=task_type, priority=priority,
         dependencies=dependencies, discovery_type=discovery_type, discovery_description=discovery_description,
-        source_task_id=source_task_id, priority_boost=priority_boost,
-    )
-    if claim:
-        # Same transaction as the creation (the door's atomic block): no one else can take it in between.
-        task = services.task_update_status(actor=caller, task_id=task.public_id, status="claimed")
-    result = {"task": payloads.task_payload(task, include_dependencies=True)}
-    if discovery is not None:
-        result["discovery"] = payloads.discovery_payload(discovery)
-    return result
+        source_task_id=source_task_id, priority_boost=priority_boost, claim=claim,
+    ))
 
 
 @mcp_tool()
 def update_task_status(
     caller,
     task_id: TaskId,
-    status: Literal["pending", "claimed", "running", "completed", "failed", "cancelled"],
+    status: TaskStatus,
     result: Annotated[dict[str, Any] | None, Field(description="outcome summary for completed tasks")] = None,
     error_message: Annotated[str | None, Field(max_length=10000)] = None,
     fencing_token: FencingToken = None,
@@ -83,11 +82,11 @@ def get_task(caller, task_id: TaskId) -> dict:
 
 @mcp_tool(read_only=True)
 def get_task_discoveries(
-    caller, task_id: TaskId, resolution_status: Literal["open", "in_progress", "resolved", "wont_fix"] | None = None
+    caller, task_id: TaskId, resolution_status: ResolutionStatus | None = None
 ) -> dict:
     """Discoveries a task recorded (and the follow-up task each spawned)."""
     task = selectors.task_get(task_id=task_id, actor=caller)
-    return {"task_id": task.public_id, "discoveries": [payloads.discovery_payload(d) for d in selectors.task_discoveries(task=task, resolution_status=resolution_status)]}
+    return payloads.task_discoveries_payload(task, selectors.task_discoveries(task=task, resolution_status=resolution_status))
 
 
 @mcp_tool(read_only=True)
@@ -134,8 +133,7 @@ def heartbeat_task(caller, task_id: TaskId, fencing_token: FencingToken = None, 
 ) -> dict:
     """Renew your lease on a task you hold."""
     act_as(caller, agent_id)
-    task = services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token)
-    return {"task_id": task.public_id, "lease_expires_at": task.lease_expires_at.isoformat(timespec="seconds"), "fencing_token": task.fencing_token}
+    return payloads.lease_payload(services.task_heartbeat(agent=caller, task_id=task_id, fencing_token=fencing_token))
 
 
 @mcp_tool()
@@ -156,8 +154,8 @@ def register_conversation(
 ) -> dict:
     """Attach your conversation id (and sandbox id) to a task you hold."""
     act_as(caller, agent_id)
-    task = services.task_register_conversation(agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id)
-    return {"task_id": task.public_id, "conversation_id": task.conversation_id, "sandbox_id": task.sandbox_id or None}
+    return payloads.conversation_payload(services.task_register_conversation(
+        agent=caller, task_id=task_id, conversation_id=conversation_id, sandbox_id=sandbox_id))
 
 
 @mcp_tool(read_only=True)

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from omoi_site.constants import PRIORITY_RANK, Priority
+from omoi_site.domain import TASK_PREFIX, task_public_id, ticket_public_id
 from tickets.models import EMBEDDING_DIMENSIONS, Phase
 
 
@@ -16,7 +18,7 @@ class Task(models.Model):
     a holder whose token is stale (the lease expired and someone else claimed) has its writes refused.
     """
 
-    PUBLIC_PREFIX = "TSK"
+    PUBLIC_PREFIX = TASK_PREFIX
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -26,11 +28,8 @@ class Task(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    class Priority(models.TextChoices):
-        LOW = "LOW"
-        MEDIUM = "MEDIUM"
-        HIGH = "HIGH"
-        CRITICAL = "CRITICAL"
+    # The same lowercase priorities as tickets (omoi_site.constants); input of any case is accepted by the services.
+    Priority = Priority
 
     class TaskType(models.TextChoices):
         IMPLEMENTATION = "implementation"
@@ -52,10 +51,10 @@ class Task(models.Model):
         Status.CANCELLED: set(),
     }
     ACTIVE_STATUSES = (Status.CLAIMED, Status.RUNNING)
-    PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
+    PRIORITY_RANK = PRIORITY_RANK
 
     ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="tasks")
-    workflow = models.ForeignKey("tickets.Workflow", on_delete=models.CASCADE, related_name="tasks")
+    workflow = models.ForeignKey("agents.Workflow", on_delete=models.CASCADE, related_name="tasks")
     phase_id = models.CharField(max_length=30, choices=Phase.choices, default=Phase.IMPLEMENTATION)
     task_type = models.CharField(max_length=30, choices=TaskType.choices, default=TaskType.IMPLEMENTATION)
     description = models.TextField()
@@ -103,7 +102,7 @@ class Task(models.Model):
 
     @property
     def public_id(self) -> str:
-        return f"{self.PUBLIC_PREFIX}-{self.pk}"
+        return task_public_id(self.pk)
 
     def can_transition_to(self, new_status: str) -> bool:
         return new_status in self.TRANSITIONS[self.Status(self.status)]
@@ -170,7 +169,7 @@ class Discovery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.discovery_type} on TSK-{self.source_task_id}"
+        return f"{self.discovery_type} on {task_public_id(self.source_task_id)}"
 
 
 class TaskEvent(models.Model):
@@ -190,7 +189,7 @@ class TaskEvent(models.Model):
         indexes = [models.Index(fields=["task", "created_at"])]
 
     def __str__(self) -> str:
-        return f"TSK-{self.task_id} {self.event_type}"
+        return f"{task_public_id(self.task_id)} {self.event_type}"
 
 
 class BlockerModel(models.Model):
@@ -206,7 +205,7 @@ class BlockerModel(models.Model):
         KNN = "knn"
         LR = "lr"
 
-    workflow = models.ForeignKey("tickets.Workflow", null=True, blank=True, on_delete=models.CASCADE)
+    workflow = models.ForeignKey("agents.Workflow", null=True, blank=True, on_delete=models.CASCADE)
     tier = models.CharField(max_length=10, choices=Tier.choices)
     feature_version = models.PositiveSmallIntegerField()
     parameters = models.JSONField(default=dict, blank=True)
@@ -276,7 +275,7 @@ class BlockerPrediction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.moment} {self.model_version}"
+        return f"{ticket_public_id(self.ticket_id)} {self.moment} {self.model_version}"
 
     @property
     def is_revealable(self) -> bool:

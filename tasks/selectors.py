@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omoi_site.domain import DomainError, NotFound, first_of, parse_public_id
+from omoi_site.domain import DomainError, NotFound, first_of, parse_public_id, task_public_id, ticket_public_id
 from tasks.models import Discovery, Task
 from tickets.models import Ticket
 from tickets.selectors import UNREAD_TICKET_COLUMNS, can_access_workflow, workflow_ids_for
@@ -20,7 +20,7 @@ def task_get(*, task_id, actor, argument: str = "task_id", for_update: bool = Fa
         )
     task = first_of(queryset.filter(pk=pk))
     if task is None or not can_access_workflow(actor, task.workflow_id):
-        raise NotFound(f"No task {Task.PUBLIC_PREFIX}-{pk} in your workflows ({argument}).")
+        raise NotFound(f"No task {task_public_id(pk)} in your workflows ({argument}).")
     return task
 
 
@@ -59,10 +59,10 @@ def workflow_graph(*, ticket) -> dict:
     through = Task.depends_on.through
     for row in through.objects.filter(from_task_id__in=node_ids).values("from_task_id", "to_task_id"):
         if row["to_task_id"] in node_ids:
-            edges.append({"from": f"TSK-{row['to_task_id']}", "to": f"TSK-{row['from_task_id']}", "type": "depends_on"})
+            edges.append({"from": task_public_id(row['to_task_id']), "to": task_public_id(row['from_task_id']), "type": "depends_on"})
     for discovery in spawned:
         edges.append({
-            "from": f"TSK-{discovery.source_task_id}", "to": f"TSK-{discovery.spawned_task_id}", "type": "discovery",
+            "from": task_public_id(discovery.source_task_id), "to": task_public_id(discovery.spawned_task_id), "type": "discovery",
             "discovery_type": discovery.discovery_type,
         })
     return {
@@ -140,7 +140,7 @@ def tickets_at_risk(*, workflow, limit: int = AT_RISK_LIMIT) -> list[dict]:
     )
     ranked = sorted(rows, key=lambda r: (-r["risk_p"] * (1 + r["open_dependents"]), -r["risk_p"], r["id"]))[:limit]
     return [
-        {"ticket_id": f"{Ticket.PUBLIC_PREFIX}-{r['id']}", "title": r["title"], "status": r["status"], "is_blocked": r["is_blocked"],
+        {"ticket_id": ticket_public_id(r['id']), "title": r["title"], "status": r["status"], "is_blocked": r["is_blocked"],
          "p_blocked": r["risk_p"], "band": r["risk_band"], "dependents": r["open_dependents"],
          "score": round(r["risk_p"] * (1 + r["open_dependents"]), 3)}
         for r in ranked
@@ -199,7 +199,7 @@ def discovery_patterns(*, workflow, window: int = PATTERN_WINDOW, similarity: fl
             start = day - timedelta(days=day.weekday())
             if start in per_week:
                 per_week[start] += 1
-        tickets = list(dict.fromkeys(f"{Ticket.PUBLIC_PREFIX}-{rows[i][4]}" for i in reversed(indexes)))
+        tickets = list(dict.fromkeys(ticket_public_id(rows[i][4]) for i in reversed(indexes)))
         summary = " ".join(representative[2].split())
         patterns.append({
             "count": len(indexes),

@@ -8,13 +8,14 @@ writes that carry an older token (a holder whose lease expired and was reclaimed
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import Agent
-from agents.services import agent_event_record
+from agents.services import agent_event_record, agent_heartbeat
+from omoi_site.constants import DESCRIPTION_MAX, DESCRIPTION_MIN, priority_normalize, priority_raised
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -23,6 +24,8 @@ from omoi_site.domain import (
     is_agent,
     require_choice,
     require_text,
+    task_public_id,
+    ticket_public_id,
 )
 from omoi_site.events import publish_on_commit
 from tasks import hooks, payloads, selectors
@@ -30,9 +33,14 @@ from tasks.models import Discovery, Task, TaskEvent
 from tickets import selectors as ticket_selectors
 from tickets.models import Phase, Ticket
 
-DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
 MAX_RESULT_BYTES = 32_000
-PRIORITY_ORDER = [Task.Priority.LOW, Task.Priority.MEDIUM, Task.Priority.HIGH, Task.Priority.CRITICAL]
+
+
+class TaskCreated(NamedTuple):
+    """A new task, and the discovery that spawned it when it is a follow-up (else None)."""
+
+    task: Task
+    discovery: Discovery | None
 
 
 def _record(task: Task, actor, event_type: str, *, old_status: str = "", new_status: str = "", details: dict | None = None):
@@ -49,15 +57,10 @@ def _trajectory(actor, event_type: str, task: Task, payload: dict | None = None)
 
 def _publish(event: str, task: Task, extra: dict | None = None, agents: list[str] | None = None) -> None:
     publish_on_commit(
-        event, workflow=task.workflow.slug, ticket=f"TKT-{task.ticket_id}",
+        event, workflow=task.workflow.slug, ticket=ticket_public_id(task.ticket_id),
         payload={**payloads.task_payload(task), **(extra or {})},
         agents=[a for a in (agents or [task.claimed_by_id, task.assigned_agent_id]) if a],
     )
-
-
-def _boost(priority: str) -> str:
-    index = PRIORITY_ORDER.index(Task.Priority(priority))
-    return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
 
 
 def _lapse_handoffs(task: Task, reason: str) -> None:
@@ -82,13 +85,17 @@ def task_create(
     discovery_description: str | None = None,
     source_task_id=None,
     priority_boost: bool = False,
-) -> tuple[Task, Discovery | None]:
+    claim: bool = False,
+) -> TaskCreated:
     """Create a task under a ticket. With `discovery_type` + `source_task_id` it records a Discovery on the
-    source task that spawns exactly this one task (optionally one priority level higher)."""
+    source task that spawns exactly this one task (optionally one priority level higher). `claim=True` (an
+    agent only) makes the creator its lease holder in the same transaction, so nobody can take it between."""
+    if claim and not is_agent(actor):
+        raise DomainError("claim=true is for agents: a lease needs an agent to hold it.")
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(phase_id, Phase.values, argument="phase_id")
     require_choice(task_type, Task.TaskType.values, argument="task_type")
-    require_choice(priority, Task.Priority.values, argument="priority")
+    priority = priority_normalize(priority)
     ticket = ticket_selectors.ticket_get(ticket_id=ticket_id, actor=actor)
     if ticket.status == Ticket.Status.DONE:
         raise Conflict(f"ticket {ticket.public_id} is done; create a new ticket for further work.")
@@ -108,7 +115,7 @@ def task_create(
         if dependency.workflow_id != ticket.workflow_id:
             raise DomainError(f"dependencies: {dependency.public_id} belongs to another workflow.")
         depends_on.append(dependency)
-    effective_priority = _boost(priority) if priority_boost else priority
+    effective_priority = priority_raised(priority) if priority_boost else priority
     task = Task.objects.create(
         ticket=ticket,
         workflow_id=ticket.workflow_id,
@@ -143,7 +150,9 @@ def task_create(
         )
     _trajectory(actor, "task_created", task, {"task_id": task.public_id})
     _publish("task.created", task)
-    return task, discovery
+    if claim:
+        task = task_update_status(actor=actor, task_id=task.pk, status=Task.Status.CLAIMED)
+    return TaskCreated(task, discovery)
 
 
 _claim_sql: str | None = None
@@ -279,14 +288,27 @@ def require_holder(task: Task, agent, fencing_token: int | None, *, action: str,
 
 
 @transaction.atomic
+def task_assign(*, actor, task_id, agent) -> Task:
+    """Reserve a pending task for one agent (the launcher's worker): only that agent may claim it now. A
+    history row records who reserved it for whom."""
+    task = selectors.task_get(task_id=task_id, actor=actor, for_update=True)
+    if task.status != Task.Status.PENDING:
+        raise Conflict(f"task {task.public_id} is '{task.status}'; only a pending task can be reserved for an agent.")
+    if task.assigned_agent_id != agent.agent_id:
+        _record(task, actor, "assigned", details={"from": task.assigned_agent_id, "to": agent.agent_id})
+        task.assigned_agent = agent
+        task.save(update_fields=["assigned_agent", "updated_at"])
+    return task
+
+
+@transaction.atomic
 def task_heartbeat(*, agent, task_id, fencing_token: int | None = None) -> Task:
     """Renew the caller's lease on a task it holds."""
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
     require_holder(task, agent, fencing_token, action="renew the lease", live_lease=True)
     task.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     task.save(update_fields=["lease_expires_at", "updated_at"])
-
-    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now())
+    agent_heartbeat(agent_id=agent.pk)
     return task
 
 
@@ -324,7 +346,7 @@ def task_update_status(
                 raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work. Call claim_next_task.")
             waiting = list(task.depends_on.exclude(status=Task.Status.COMPLETED).order_by("id").values_list("id", "status"))
             if waiting:
-                listed = ", ".join(f"TSK-{pk} ({state})" for pk, state in waiting)
+                listed = ", ".join(f"{task_public_id(pk)} ({state})" for pk, state in waiting)
                 raise Conflict(f"task {task.public_id} waits for {listed}; use claim_next_task to get ready work.")
             lease_grant(task, actor, now=now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status

@@ -11,32 +11,6 @@ import time
 import pytest
 
 
-@pytest.fixture
-def workflow(db):
-    from tickets.services import workflow_get_or_create
-
-    return workflow_get_or_create(slug="test-flow")
-
-
-@pytest.fixture
-def other_workflow(db):
-    from tickets.services import workflow_get_or_create
-
-    return workflow_get_or_create(slug="other-flow")
-
-
-@pytest.fixture
-def make_agent(db):
-    """make_agent('worker-1', workflow) -> (agent, raw_token)."""
-    from agents import services
-
-    def _make(agent_id, *workflows, agent_type="implementer"):
-        agent = services.agent_create_or_update(agent_id=agent_id, workflows=list(workflows), agent_type=agent_type)
-        return agent, services.agent_token_issue(agent=agent, label="test")
-
-    return _make
-
-
 class LiveServer:
     """(fixture `asgi_server`; pytest-django owns the name live_server) uvicorn serving the real ASGI app (HTTP + websockets) in a thread, on the test database."""
 

@@ -225,7 +225,7 @@ def test_tasks_claim_heartbeat_status_and_discoveries(alice, bob):
             "priority_boost": True,
         },
     )
-    assert spawned.status_code == 201 and spawned.json()["task"]["priority"] == "HIGH"
+    assert spawned.status_code == 201 and spawned.json()["task"]["priority"] == "high"
     done = bob.post(
         f"/api/tasks/{task_id}/status",
         {"status": "completed", "result": {"summary": "found it"}, "fencing_token": token},

@@ -79,3 +79,33 @@ def test_jobs_queued_under_the_old_tasks_modules_point_at_the_jobs_modules_after
     row = DBTaskResult.objects.get(pk=queued.id)
     assert row.task_path == "tasks.jobs.reap_expired_leases"
     assert row.task.func is reap_expired_leases.func  # the worker can import and run it
+
+
+def _function_level_imports_of_another_app() -> list[tuple[str, int, str]]:
+    import ast
+
+    found = []
+    for app in PACKAGES:
+        for path in sorted((BASE_DIR / app).rglob("*.py")):
+            if "migrations" in path.parts or "tests" in path.parts:
+                continue
+            source = path.read_text()
+            for function in ast.walk(ast.parse(source)):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(function):
+                    names = [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else (
+                        [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+                    for name in names:
+                        if name.split(".")[0] in PACKAGES and name.split(".")[0] != app:
+                            found.append((str(path.relative_to(BASE_DIR)), node.lineno, name))
+    return sorted(set(found))
+
+
+def test_imports_of_another_app_sit_at_module_level_except_the_hook_connections_which_say_why():
+    found = _function_level_imports_of_another_app()
+    assert len(found) < 5, found
+    for path, line, _module in found:
+        lines = (BASE_DIR / path).read_text().splitlines()
+        # the reason is written right above the import (or above the function holding it)
+        assert any("#" in text or '"""' in text for text in lines[max(0, line - 6):line - 1]), (path, line)

@@ -87,15 +87,15 @@ def test_budget_is_set_in_the_admin_and_raising_it_lets_the_launch_through(spent
 
     workflow, coordinator, _, ticket, task = spent_workflow
     client.force_login(django_user_model.objects.create_superuser("boss", "", "boss-password-123"))
-    page = client.get(f"/admin/tickets/workflow/{workflow.pk}/change/")
+    page = client.get(f"/admin/agents/workflow/{workflow.pk}/change/")
     form = page.context["adminform"].form
     data = {name: form[name].value() if form[name].value() is not None else "" for name in form.fields}
     data["auto_spawn_rules"] = "{}"
-    bad = client.post(f"/admin/tickets/workflow/{workflow.pk}/change/", {**data, "monthly_budget_usd": "-3"})
+    bad = client.post(f"/admin/agents/workflow/{workflow.pk}/change/", {**data, "monthly_budget_usd": "-3"})
     assert bad.status_code == 200  # the form is shown again with the error
     workflow.refresh_from_db()
     assert workflow.monthly_budget_usd == Decimal("5.00")
-    saved = client.post(f"/admin/tickets/workflow/{workflow.pk}/change/", {**data, "monthly_budget_usd": "20"}, follow=True)
+    saved = client.post(f"/admin/agents/workflow/{workflow.pk}/change/", {**data, "monthly_budget_usd": "20"}, follow=True)
     assert saved.status_code == 200
     workflow.refresh_from_db()
     assert workflow.monthly_budget_usd == Decimal("20.00")

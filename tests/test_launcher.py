@@ -48,7 +48,8 @@ def test_launched_worker_claims_runs_commands_reports_discovery_and_completes(co
     assert "session_ttl=300" in task.result["output"]
     discovery = Discovery.objects.get(source_task=task)
     assert discovery.spawned_task.status == "pending" and discovery.recorded_by_agent_id == run.agent_id
-    assert [e.event_type for e in TaskEvent.objects.filter(task=task)][:3] == ["created", "claimed", "status_changed"]
+    # the launcher reserves the task for its worker with a history row, then the worker claims and runs it
+    assert [e.event_type for e in TaskEvent.objects.filter(task=task)][:4] == ["created", "assigned", "claimed", "status_changed"]
     sandbox_dir = Path(django_settings.BASE_DIR) / ".data" / "sandboxes" / finished.sandbox_id
     assert finished.sandbox_id and not sandbox_dir.exists()
     assert not run.agent.tokens.filter(revoked_at__isnull=True).exists()

@@ -77,7 +77,7 @@ def test_every_read_tool_has_a_pinned_query_count(scene):
         "predict_blockers": {"ticket_id": ticket.public_id},
         "search_similar_discoveries": {"workflow_id": "test-flow", "query": "follow-up bug"},
     }
-    assert set(arguments) == {name for name, tool in tools.items() if tool.read_only}  # every read tool
+    assert set(arguments) == {name for name, tool in tools.items() if tool.idempotent}  # every read tool (and get_messages)
     counted = {}
     for name, tool_arguments in arguments.items():
         with CaptureQueriesContext(connection) as queries:

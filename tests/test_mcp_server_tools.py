@@ -228,7 +228,7 @@ def test_discovery_spawns_exactly_one_boosted_task_and_graph_shows_both_edge_kin
     spawned = alice.call("create_task", ticket_id=ticket["ticket_id"], phase_id="PHASE_IMPLEMENTATION",
                          description="Fix the race in cache invalidation", priority="HIGH", discovery_type="bug",
                          discovery_description="Invalidation races with warm-up", source_task_id=base["task_id"], priority_boost=True)
-    assert spawned["task"]["priority"] == "CRITICAL"
+    assert spawned["task"]["priority"] == "critical"
     assert Discovery.objects.get().spawned_task_id == _pk(spawned["task"]["task_id"])
     discoveries = alice.call("get_task_discoveries", task_id=base["task_id"])["discoveries"]
     assert [d["spawned_task_id"] for d in discoveries] == [spawned["task"]["task_id"]]
@@ -270,7 +270,7 @@ def test_claims_follow_priority_and_dependencies_and_leases_fence_stale_holders(
     done = bob.call("update_task_status", task_id=high["task_id"], status="completed", result={"ok": True}, fencing_token=token + 1)
     assert done["task"]["status"] == "completed"
     unlocked = alice.call("claim_next_task", agent_id="alice", workflow_id="test-flow")
-    assert unlocked["task"]["priority"] == "CRITICAL"
+    assert unlocked["task"]["priority"] == "critical"
     timeline = alice.call("get_task_timeline", task_id=high["task_id"])["timeline"]
     assert [e["event"] for e in timeline] == ["created", "claimed", "lease_expired", "claimed", "status_changed"]
 

@@ -29,7 +29,7 @@ from django.utils.timesince import timesince
 from agents.agent_templates import TEMPLATES
 from agents.launcher import launch_worker_requested, launch_workers_for_tickets
 from agents.selectors import agent_list
-from omoi_site.domain import DomainError
+from omoi_site.domain import TICKET_PREFIX, DomainError, parse_public_id, recorded_actor_label, ticket_public_id
 from tasks import blockers
 from tasks.selectors import task_list
 from tickets import admin_services, selectors, services
@@ -62,7 +62,7 @@ class WorkflowScopedAdmin(admin.ModelAdmin):
         return selectors.scoped_to_actor(super().get_queryset(request), actor=request.user, workflow_lookup=self.workflow_lookup)
 
     def _scoped_choices(self, request, field, kwargs):
-        lookups = {"tickets.workflow": "pk", "tickets.ticket": "workflow", "agents.agent": "workflows", "tasks.task": "workflow"}
+        lookups = {"agents.workflow": "pk", "tickets.ticket": "workflow", "agents.agent": "workflows", "tasks.task": "workflow"}
         lookup = lookups.get(field.related_model._meta.label_lower)
         if lookup is not None:
             queryset = kwargs.get("queryset", field.related_model._default_manager.all())
@@ -229,7 +229,7 @@ class TicketAdminForm(forms.ModelForm):
         self.data = self.data.copy()
         self.data["similar_checked"] = signature
         rows = format_html_join("", '<li><a href="{}" target="_blank">{}</a> “{}” ({}, similarity {})</li>', (
-            (reverse("admin:tickets_ticket_change", args=[int(r["ticket_id"].split("-")[1])]), r["ticket_id"], r["title"],
+            (reverse("admin:tickets_ticket_change", args=[parse_public_id(r["ticket_id"], TICKET_PREFIX, argument="ticket_id")]), r["ticket_id"], r["title"],
              r["status"], r["similarity"]) for r in found))
         raise forms.ValidationError(format_html(
             '<span id="similar-warning">This looks like {} existing ticket(s):</span><ul>{}</ul>'
@@ -350,11 +350,7 @@ class TicketCommentInlineForm(forms.ModelForm):
 
 
 def _actor(row, agent_field="actor_agent", user_field="actor_user") -> str:
-    agent_id = getattr(row, f"{agent_field}_id")
-    if agent_id:
-        return agent_id
-    user = getattr(row, user_field)
-    return f"user:{user.get_username()}" if user else "system"
+    return recorded_actor_label(getattr(row, f"{agent_field}_id"), getattr(row, user_field)) or "system"
 
 
 class PhaseTransitionInline(ReadOnlyInline):
@@ -582,7 +578,7 @@ class TicketAdmin(ServiceAdmin):
     def _ticket_for(self, request, ticket_pk):
         ticket = self.get_object(request, str(ticket_pk))
         if ticket is None:  # not there, or in a workflow this staff user does not see
-            raise Http404(f"No ticket {Ticket.PUBLIC_PREFIX}-{ticket_pk} in your workflows.")
+            raise Http404(f"No ticket {ticket_public_id(ticket_pk)} in your workflows.")
         if not self.has_change_permission(request, ticket):
             raise PermissionDenied
         return ticket
@@ -603,7 +599,7 @@ class TicketAdmin(ServiceAdmin):
             elif op == "blocker_add":
                 blocked = services.dependency_add(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"{ticket.public_id} is now blocked by {request.POST.get('blocked_by')}"
-                                  f"{'' if blocked.is_blocked else ' (already done, so it does not block)'}.", messages.SUCCESS)
+                                  f"{'' if blocked.ticket.is_blocked else ' (already done, so it does not block)'}.", messages.SUCCESS)
             elif op == "blocker_remove":
                 services.dependency_remove(actor=user, ticket_id=ticket.pk, blocked_by_ticket_id=request.POST.get("blocked_by", ""))
                 self.message_user(request, f"Removed blocker {request.POST.get('blocked_by')} from {ticket.public_id}.", messages.SUCCESS)
@@ -661,14 +657,14 @@ class TicketAdmin(ServiceAdmin):
         except Exception as error:  # the embedding provider may be down; the page must still open
             return [], f"unavailable ({type(error).__name__})"
         for row in found:
-            pk = int(row["ticket_id"].split("-")[1])
+            pk = parse_public_id(row["ticket_id"], TICKET_PREFIX, argument="ticket_id")
             row["change_url"] = reverse("admin:tickets_ticket_change", args=[pk])
             row["duplicate_url"] = f'{reverse("admin:tickets_ticket_duplicate", args=[pk])}?{urlencode({"of": obj.public_id})}'
         return found, "" if found else "none above the similarity threshold"
 
     def changelist_view(self, request, extra_context=None):
         match = PUBLIC_ID.match(request.GET.get("q", ""))
-        if match and match.group(1).upper() == "TKT":  # an exact ticket id jumps to the ticket
+        if match and match.group(1).upper() == TICKET_PREFIX:  # an exact ticket id jumps to the ticket
             ticket = self.get_queryset(request).filter(pk=int(match.group(2))).first()
             if ticket is not None:
                 return HttpResponseRedirect(reverse("admin:tickets_ticket_change", args=[ticket.pk]))
@@ -681,7 +677,7 @@ class TicketAdmin(ServiceAdmin):
         if not term:
             return queryset, False
         match = PUBLIC_ID.match(term)
-        if match and match.group(1).upper() == "TKT":
+        if match and match.group(1).upper() == TICKET_PREFIX:
             return queryset.filter(pk=int(match.group(2))), False
         if ticket_search is None:
             return super().get_search_results(request, queryset, search_term)
@@ -692,7 +688,7 @@ class TicketAdmin(ServiceAdmin):
         except DomainError as error:
             self.message_user(request, error.message, messages.WARNING)
             return queryset.none(), False
-        ranked = [int(r["ticket_id"].split("-")[1]) for r in results]
+        ranked = [parse_public_id(r["ticket_id"], TICKET_PREFIX, argument="ticket_id") for r in results]
         queryset = queryset.filter(pk__in=ranked)
         if ranked and not request.GET.get("o"):
             rank = Case(*[When(pk=pk, then=Value(position)) for position, pk in enumerate(ranked)], output_field=IntegerField())

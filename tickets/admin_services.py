@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, ticket_public_id
 from tickets import services
 from tickets.models import Ticket
 
@@ -33,14 +33,14 @@ def _each(ticket_ids, apply) -> list:
             with transaction.atomic():
                 results.append(apply(pk))
         except DomainError as error:
-            reasons.append((f"{Ticket.PUBLIC_PREFIX}-{pk}", error.message))
+            reasons.append((ticket_public_id(pk), error.message))
     if reasons:
         raise BulkRefused(reasons, len(ordered))  # leaving the outer atomic block rolls every ticket back
     return results
 
 
 @transaction.atomic
-def tickets_change_status(*, actor, ticket_ids: list[int], new_status: str, comment: str) -> list[Ticket]:
+def tickets_change_status(*, actor, ticket_ids: list[int], new_status: str, comment: str) -> list[services.TicketTransition]:
     """ticket_change_status for every ticket ('done' resolves, as in the single-ticket service)."""
     return _each(ticket_ids, lambda pk: services.ticket_change_status(actor=actor, ticket_id=pk, new_status=new_status, comment=comment))
 
@@ -49,30 +49,30 @@ def tickets_change_status(*, actor, ticket_ids: list[int], new_status: str, comm
 def tickets_assign(*, actor, ticket_ids: list[int], agent_id: str | None, comment: str = "") -> list[Ticket]:
     """Assign every ticket to an agent of its workflow (None unassigns) through ticket_update."""
     return _each(ticket_ids, lambda pk: services.ticket_update(
-        actor=actor, ticket_id=pk, updates={"assigned_agent_id": agent_id}, update_comment=comment)[0])
+        actor=actor, ticket_id=pk, updates={"assigned_agent_id": agent_id}, update_comment=comment).ticket)
 
 
 @transaction.atomic
-def tickets_resolve(*, actor, ticket_ids: list[int], resolution_comment: str) -> list[Ticket]:
+def tickets_resolve(*, actor, ticket_ids: list[int], resolution_comment: str) -> list[services.TicketTransition]:
     """ticket_resolve for every ticket (unblocking their dependents as usual)."""
     return _each(ticket_ids, lambda pk: services.ticket_resolve(actor=actor, ticket_id=pk, resolution_comment=resolution_comment))
 
 
 @transaction.atomic
-def tickets_mark_duplicate(*, actor, ticket_ids: list[int], duplicate_of_ticket_id, comment: str = "") -> list[Ticket]:
+def tickets_mark_duplicate(*, actor, ticket_ids: list[int], duplicate_of_ticket_id, comment: str = "") -> list[services.TicketTransition]:
     """ticket_mark_duplicate for every ticket (each is resolved as a duplicate of the original)."""
     return _each(ticket_ids, lambda pk: services.ticket_mark_duplicate(
         actor=actor, ticket_id=pk, duplicate_of_ticket_id=duplicate_of_ticket_id, comment=comment))
 
 
 @transaction.atomic
-def tickets_add_blocker(*, actor, ticket_ids: list[int], blocked_by_ticket_id) -> list[Ticket]:
+def tickets_add_blocker(*, actor, ticket_ids: list[int], blocked_by_ticket_id) -> list[services.DependencyChange]:
     """dependency_add for every ticket: each becomes blocked by the same ticket (cycles are refused)."""
     return _each(ticket_ids, lambda pk: services.dependency_add(actor=actor, ticket_id=pk, blocked_by_ticket_id=blocked_by_ticket_id))
 
 
 @transaction.atomic
-def dependencies_remove(*, actor, pairs: list[tuple[int, int]]) -> list[Ticket]:
+def dependencies_remove(*, actor, pairs: list[tuple[int, int]]) -> list[services.DependencyChange]:
     """dependency_remove for each (ticket, blocker) pair."""
     return [services.dependency_remove(actor=actor, ticket_id=ticket_pk, blocked_by_ticket_id=blocker_pk)
             for ticket_pk, blocker_pk in sorted(pairs)]

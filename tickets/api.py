@@ -17,6 +17,7 @@ from omoi_site.api_support import (
     ApiView,
     BoundedJSONListField,
     CursorQuery,
+    PriorityField,
     StrictSerializer,
     act_as_self,
     etag,
@@ -35,7 +36,6 @@ from tickets.search import possible_duplicates
 
 TAG = ["tickets"]
 STATUS_CHOICES = Ticket.Status.choices
-PRIORITY_CHOICES = Ticket.Priority.choices
 TYPE_CHOICES = Ticket.TicketType.choices
 COMMIT_SHA = serializers.RegexField(r"^[0-9a-fA-F]{7,64}$", required=False, allow_null=True, help_text="git commit sha")
 TICKET_ID_PARAM = OpenApiParameter("ticket_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. TKT-12")
@@ -192,7 +192,7 @@ class CommitLinkedSerializer(serializers.Serializer):
 class TicketListQuery(CursorQuery):
     workflow = serializers.CharField(max_length=100, help_text="workflow slug")
     status = serializers.ChoiceField(choices=[*STATUS_CHOICES, ("blocked", "Blocked")], required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     assigned_agent = serializers.CharField(max_length=100, required=False)
     include_completed = serializers.BooleanField(required=False, default=True)
@@ -207,7 +207,7 @@ class TicketSearchQuery(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=10)
     include_comments = serializers.BooleanField(required=False, default=True)
     status = serializers.ChoiceField(choices=STATUS_CHOICES, required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     assigned_agent = serializers.CharField(max_length=100, required=False)
     include_completed = serializers.BooleanField(required=False)
@@ -224,7 +224,7 @@ class TicketCreateRequest(StrictSerializer):
     title = serializers.CharField(min_length=3, max_length=500)
     description = serializers.CharField(min_length=10, max_length=20000)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, default="task")
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, default="medium")
+    priority = PriorityField(default="medium")
     initial_status = serializers.ChoiceField(
         choices=[s for s in STATUS_CHOICES if s[0] != "done"], required=False, allow_null=True
     )
@@ -247,7 +247,7 @@ class TicketUpdateRequest(StrictSerializer):
     update_comment = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     title = serializers.CharField(min_length=3, max_length=500, required=False)
     description = serializers.CharField(min_length=10, max_length=20000, required=False)
-    priority = serializers.ChoiceField(choices=PRIORITY_CHOICES, required=False)
+    priority = PriorityField(required=False)
     ticket_type = serializers.ChoiceField(choices=TYPE_CHOICES, required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False)
     add_tags = serializers.ListField(
@@ -404,16 +404,7 @@ class ReadyTicketsView(ApiView):
     def get(self, request):
         query = validated_query(ReadyQuery, request)
         workflow = selectors.workflow_get(slug=query["workflow"], actor=request.user)
-        split = selectors.ready_tickets(workflow=workflow, limit=query["limit"])
-        return Response(
-            {
-                "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-                "not_ready": [
-                    {**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]}
-                    for t, ids in split["not_ready"]
-                ],
-            }
-        )
+        return Response(payloads.ready_tickets_payload(selectors.ready_tickets(workflow=workflow, limit=query["limit"])))
 
 
 class TicketDetailView(ApiView):
@@ -459,13 +450,13 @@ class TicketDetailView(ApiView):
             raise DomainError(f"If-Match ({header_version}) and version ({body_version}) disagree; send one of them.")
         expected = header_version if header_version is not None else body_version
         updates = {key: data[key] for key in EDITABLE if key in data}
-        ticket, _changed = services.ticket_update(
+        ticket = services.ticket_update(
             actor=request.user,
             ticket_id=ticket_id,
             updates=updates,
             update_comment=data.get("update_comment", ""),
             expected_version=expected,
-        )
+        ).ticket
         ticket = selectors.ticket_get(ticket_id=ticket.id, actor=request.user)
         return _with_etag(_detail(ticket), ticket.version)
 
@@ -482,21 +473,14 @@ class TicketStatusView(ApiView):
     def post(self, request, ticket_id):
         data = validated(StatusChangeRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_change_status(
+        transition = services.ticket_change_status(
             actor=request.user,
             ticket_id=ticket_id,
             new_status=data["new_status"],
             comment=data["comment"],
             commit_sha=data.get("commit_sha"),
         )
-        result = {
-            "ticket": payloads.ticket_summary(ticket),
-            "phase": ticket.phase,
-            "allowed_next_statuses": ticket.allowed_next_statuses(),
-        }
-        if getattr(ticket, "unblocked_ticket_ids", None):
-            result["unblocked"] = ticket.unblocked_ticket_ids
-        return Response(result, headers={"ETag": etag(ticket.version)})
+        return _with_etag(payloads.ticket_transition_payload(transition), transition.ticket.version)
 
 
 class TicketResolveView(ApiView):
@@ -511,16 +495,13 @@ class TicketResolveView(ApiView):
     def post(self, request, ticket_id):
         data = validated(ResolveRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.ticket_resolve(
+        transition = services.ticket_resolve(
             actor=request.user,
             ticket_id=ticket_id,
             resolution_comment=data["resolution_comment"],
             commit_sha=data.get("commit_sha"),
         )
-        return Response(
-            {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids},
-            headers={"ETag": etag(ticket.version)},
-        )
+        return _with_etag(payloads.ticket_transition_payload(transition), transition.ticket.version)
 
 
 class TicketCommentsView(ApiView):
@@ -572,16 +553,10 @@ class TicketDependenciesView(ApiView):
     def post(self, request, ticket_id):
         data = validated(DependencyRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        ticket = services.dependency_add(
+        change = services.dependency_add(
             actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=data["blocked_by_ticket_id"]
         )
-        return Response(
-            {
-                "ticket": payloads.ticket_summary(ticket),
-                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
-            },
-            status=201,
-        )
+        return Response(payloads.dependency_change_payload(change), status=201)
 
 
 class TicketDependencyDetailView(ApiView):
@@ -599,13 +574,8 @@ class TicketDependencyDetailView(ApiView):
         summary="Remove a blocker from a ticket",
     )
     def delete(self, request, ticket_id, blocker_id):
-        ticket = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
-        return Response(
-            {
-                "ticket": payloads.ticket_summary(ticket),
-                "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)],
-            }
-        )
+        change = services.dependency_remove(actor=request.user, ticket_id=ticket_id, blocked_by_ticket_id=blocker_id)
+        return Response(payloads.dependency_change_payload(change))
 
 
 class TicketCommitsView(ApiView):
@@ -620,16 +590,13 @@ class TicketCommitsView(ApiView):
     def post(self, request, ticket_id):
         data = validated(CommitLinkRequest, request.data)
         act_as_self(request, data.pop("agent_id", None))
-        link, created = services.commit_link(
+        linked = services.commit_link(
             actor=request.user,
             ticket_id=ticket_id,
             commit_sha=data["commit_sha"],
             commit_message=data.get("commit_message", ""),
         )
-        return Response(
-            {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created},
-            status=201 if created else 200,
-        )
+        return Response(payloads.commit_linked_payload(linked), status=201 if linked.created else 200)
 
 
 class TicketHistoryView(ApiView):
@@ -642,12 +609,7 @@ class TicketHistoryView(ApiView):
     )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response(
-            {
-                "ticket_id": ticket.public_id,
-                "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)],
-            }
-        )
+        return Response(payloads.ticket_history_payload(ticket, selectors.ticket_history(ticket=ticket)))
 
 
 class TicketPhaseHistoryView(ApiView):
@@ -660,10 +622,4 @@ class TicketPhaseHistoryView(ApiView):
     )
     def get(self, request, ticket_id):
         ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        return Response(
-            {
-                "ticket_id": ticket.public_id,
-                "phase": ticket.phase,
-                "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)],
-            }
-        )
+        return Response(payloads.phase_history_payload(ticket, selectors.phase_history(ticket=ticket)))

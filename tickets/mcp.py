@@ -6,16 +6,28 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from omoi_site.mcp_endpoint import ActingAgentId, Offset, TicketId, WorkflowSlug, act_as, mcp_tool
+from omoi_site.constants import COMMENT_MIN, DESCRIPTION_MAX, DESCRIPTION_MIN, MAX_TAGS, TITLE_MAX, TITLE_MIN
+from omoi_site.mcp_endpoint import (
+    ActingAgentId,
+    Offset,
+    PriorityName,
+    TicketId,
+    WorkflowSlug,
+    act_as,
+    choices_of,
+    mcp_tool,
+)
 from tasks import blockers
 from tickets import payloads, selectors, services
+from tickets.models import Ticket, TicketComment
 from tickets.search import possible_duplicates, warm_duplicate_check
 
-TicketStatus = Literal["backlog", "analyzing", "building", "building-done", "testing", "done"]
-TicketPriority = Literal["low", "medium", "high", "critical"]
-TicketType = Literal["task", "bug", "feature", "improvement", "research", "epic", "chore"]
+TicketStatus = choices_of(Ticket.Status)
+TicketStatusOrBlocked = Literal[(*Ticket.Status.values, "blocked")]
+TicketType = choices_of(Ticket.TicketType)
+CommentType = choices_of(TicketComment.CommentType)
 CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
-Comment10 = Annotated[str, Field(min_length=10, max_length=20000)]
+Comment10 = Annotated[str, Field(min_length=COMMENT_MIN, max_length=DESCRIPTION_MAX)]
 
 
 def _embed_before_the_transaction(caller, *, title: str, description: str, **_) -> None:
@@ -26,15 +38,15 @@ def _embed_before_the_transaction(caller, *, title: str, description: str, **_) 
 def create_ticket(
     caller,
     workflow_id: WorkflowSlug,
-    title: Annotated[str, Field(min_length=3, max_length=500)],
-    description: Annotated[str, Field(min_length=10, max_length=20000)],
+    title: Annotated[str, Field(min_length=TITLE_MIN, max_length=TITLE_MAX)],
+    description: Annotated[str, Field(min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)],
     ticket_type: TicketType = "task",
-    priority: TicketPriority = "medium",
+    priority: PriorityName = "medium",
     initial_status: TicketStatus | None = None,
     assigned_agent_id: str | None = None,
     parent_ticket_id: str | None = None,
     blocked_by_ticket_ids: Annotated[list[str] | None, Field(max_length=50)] = None,
-    tags: Annotated[list[str] | None, Field(max_length=20)] = None,
+    tags: Annotated[list[str] | None, Field(max_length=MAX_TAGS)] = None,
     related_task_ids: Annotated[list[str] | None, Field(max_length=50)] = None, agent_id: ActingAgentId = None,
 ) -> dict:
     """Create a ticket. Returns it, similar_tickets (possible duplicates: check them) and risk (of blockers)."""
@@ -71,9 +83,9 @@ def get_ticket(caller, ticket_id: TicketId) -> dict:
 def get_tickets(
     caller,
     workflow_id: WorkflowSlug,
-    status: Literal["backlog", "analyzing", "building", "building-done", "testing", "done", "blocked"] | None = None,
+    status: TicketStatusOrBlocked | None = None,
     ticket_type: TicketType | None = None,
-    priority: TicketPriority | None = None,
+    priority: PriorityName | None = None,
     assigned_agent_id: str | None = None,
     include_completed: bool = True,
     limit: Annotated[int, Field(ge=1, le=100)] = 50,
@@ -96,7 +108,7 @@ def get_tickets(
 def get_ticket_history(caller, ticket_id: TicketId) -> dict:
     """A ticket's full audit trail: who changed which field when, from what to what."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    return {"ticket_id": ticket.public_id, "events": [payloads.event_payload(e) for e in selectors.ticket_history(ticket=ticket)]}
+    return payloads.ticket_history_payload(ticket, selectors.ticket_history(ticket=ticket))
 
 
 @mcp_tool()
@@ -109,10 +121,9 @@ def update_ticket(
 ) -> dict:
     """Edit ticket fields (not status: use change_ticket_status)."""
     act_as(caller, agent_id)
-    ticket, changed = services.ticket_update(
+    return payloads.ticket_edit_payload(services.ticket_update(
         actor=caller, ticket_id=ticket_id, updates=updates, update_comment=update_comment or "", expected_version=expected_version
-    )
-    return {"ticket": payloads.ticket_summary(ticket), "changed": changed, "version": ticket.version}
+    ))
 
 
 @mcp_tool()
@@ -125,11 +136,8 @@ def change_ticket_status(
 ) -> dict:
     """Move a ticket along backlog→analyzing→building→building-done→testing→done (testing→building allowed)."""
     act_as(caller, agent_id)
-    ticket = services.ticket_change_status(actor=caller, ticket_id=ticket_id, new_status=new_status, comment=comment, commit_sha=commit_sha)
-    result = {"ticket": payloads.ticket_summary(ticket), "phase": ticket.phase, "allowed_next_statuses": ticket.allowed_next_statuses()}
-    if getattr(ticket, "unblocked_ticket_ids", None):
-        result["unblocked"] = ticket.unblocked_ticket_ids
-    return result
+    return payloads.ticket_transition_payload(services.ticket_change_status(
+        actor=caller, ticket_id=ticket_id, new_status=new_status, comment=comment, commit_sha=commit_sha))
 
 
 @mcp_tool()
@@ -137,8 +145,8 @@ def resolve_ticket(caller, ticket_id: TicketId, resolution_comment: Comment10, c
 ) -> dict:
     """Close a ticket as done from any open status; unblocks tickets it was blocking."""
     act_as(caller, agent_id)
-    ticket = services.ticket_resolve(actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha)
-    return {"ticket": payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids}
+    return payloads.ticket_transition_payload(services.ticket_resolve(
+        actor=caller, ticket_id=ticket_id, resolution_comment=resolution_comment, commit_sha=commit_sha))
 
 
 @mcp_tool(read_only=True)
@@ -168,7 +176,7 @@ def add_ticket_comment(
     caller,
     ticket_id: TicketId,
     comment_text: Annotated[str, Field(min_length=1, max_length=20000)],
-    comment_type: Literal["general", "status_change", "resolution", "question", "review", "discovery"] = "general",
+    comment_type: CommentType = "general",
     mentions: Annotated[list[str] | None, Field(max_length=20, description="agent ids to notify")] = None,
     attachments: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]] | None, Field(max_length=20, description="URLs or file paths")] = None, agent_id: ActingAgentId = None,
 ) -> dict:
@@ -176,7 +184,7 @@ def add_ticket_comment(
     act_as(caller, agent_id)
     comment = services.comment_add(actor=caller, ticket_id=ticket_id, comment_text=comment_text, comment_type=comment_type,
                                    mentions=mentions, attachments=attachments)
-    return {"ticket_id": f"TKT-{comment.ticket_id}", "comment": payloads.comment_payload(comment)}
+    return payloads.comment_added_payload(comment)
 
 
 @mcp_tool()
@@ -184,8 +192,8 @@ def add_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: Tic
 ) -> dict:
     """Mark ticket_id as blocked by blocked_by_ticket_id (cycles are refused)."""
     act_as(caller, agent_id)
-    ticket = services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
-    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+    return payloads.dependency_change_payload(
+        services.dependency_add(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id))
 
 
 @mcp_tool(destructive=True)
@@ -193,8 +201,8 @@ def remove_ticket_dependency(caller, ticket_id: TicketId, blocked_by_ticket_id: 
 ) -> dict:
     """Remove a blocker from a ticket."""
     act_as(caller, agent_id)
-    ticket = services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id)
-    return {"ticket": payloads.ticket_summary(ticket), "blocked_by": [t.public_id for t in selectors.ticket_blockers(ticket=ticket)]}
+    return payloads.dependency_change_payload(
+        services.dependency_remove(actor=caller, ticket_id=ticket_id, blocked_by_ticket_id=blocked_by_ticket_id))
 
 
 @mcp_tool()
@@ -202,24 +210,19 @@ def link_commit(caller, ticket_id: TicketId, commit_sha: CommitSha, commit_messa
 ) -> dict:
     """Link a git commit to a ticket."""
     act_as(caller, agent_id)
-    link, created = services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or "")
-    return {"ticket_id": f"TKT-{link.ticket_id}", "commit_sha": link.commit_sha, "already_linked": not created}
+    return payloads.commit_linked_payload(
+        services.commit_link(actor=caller, ticket_id=ticket_id, commit_sha=commit_sha, commit_message=commit_message or ""))
 
 
 @mcp_tool(read_only=True)
 def get_phase_history(caller, ticket_id: TicketId) -> dict:
     """A ticket's phase transitions (backlog→requirements→…→done) with who and why."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    return {"ticket_id": ticket.public_id, "phase": ticket.phase,
-            "transitions": [payloads.phase_payload(p) for p in selectors.phase_history(ticket=ticket)]}
+    return payloads.phase_history_payload(ticket, selectors.phase_history(ticket=ticket))
 
 
 @mcp_tool(read_only=True)
 def get_ready_tickets(caller, workflow_id: WorkflowSlug, limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict:
     """Open tickets with no open blocker (ready), and the blocked ones with the ids blocking them."""
     workflow = selectors.workflow_get(slug=workflow_id, actor=caller)
-    split = selectors.ready_tickets(workflow=workflow, limit=limit)
-    return {
-        "ready": [payloads.ticket_summary(t) for t in split["ready"]],
-        "not_ready": [{**payloads.ticket_summary(t), "waiting_for": [f"TKT-{i}" for i in ids]} for t, ids in split["not_ready"]],
-    }
+    return payloads.ready_tickets_payload(selectors.ready_tickets(workflow=workflow, limit=limit))

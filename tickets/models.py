@@ -4,36 +4,15 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
+from agents.models import Workflow  # identity owns it; re-exported for `from tickets.models import Workflow`
+from omoi_site.constants import PRIORITY_RANK, Priority
+from omoi_site.domain import TICKET_PREFIX, ticket_public_id
+
 EMBEDDING_DIMENSIONS = 384
-
-
-class Workflow(models.Model):
-    """A scope key (`workflow_id`, a slug such as `my-project`): every ticket, task, message and agent
-    permission belongs to exactly one workflow."""
-
-    slug = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
-    max_concurrent_sandboxes = models.PositiveIntegerField(default=4)
-    monthly_budget_usd = models.DecimalField(
-        max_digits=10, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
-        help_text="LLM spend allowed per calendar month (UTC); the launcher refuses new sandboxes once it is used up. Empty: no limit.",
-    )
-    auto_spawn_rules = models.JSONField(
-        default=dict, blank=True, help_text="ticket_type → agent template; empty means no automatic launches"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["slug"]
-
-    def __str__(self) -> str:
-        return self.slug
 
 
 class Phase(models.TextChoices):
@@ -53,7 +32,7 @@ class Ticket(models.Model):
     the underlying status is kept so work resumes where it stopped.
     """
 
-    PUBLIC_PREFIX = "TKT"
+    PUBLIC_PREFIX = TICKET_PREFIX
 
     class Status(models.TextChoices):
         BACKLOG = "backlog"
@@ -63,11 +42,7 @@ class Ticket(models.Model):
         TESTING = "testing"
         DONE = "done"
 
-    class Priority(models.TextChoices):
-        LOW = "low"
-        MEDIUM = "medium"
-        HIGH = "high"
-        CRITICAL = "critical"
+    Priority = Priority  # omoi_site.constants: shared with tasks
 
     class TicketType(models.TextChoices):
         TASK = "task"
@@ -95,7 +70,7 @@ class Ticket(models.Model):
         Status.TESTING: Phase.TESTING,
         Status.DONE: Phase.DONE,
     }
-    PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
+    PRIORITY_RANK = PRIORITY_RANK
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tickets")
     title = models.CharField(max_length=500)
@@ -158,7 +133,7 @@ class Ticket(models.Model):
 
     @property
     def public_id(self) -> str:
-        return f"{self.PUBLIC_PREFIX}-{self.pk}"
+        return ticket_public_id(self.pk)
 
     def allowed_next_statuses(self) -> list[str]:
         return sorted(str(s) for s in self.TRANSITIONS[self.Status(self.status)])
@@ -183,7 +158,7 @@ class TicketDependency(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} blocked by TKT-{self.blocker_id}"
+        return f"{ticket_public_id(self.ticket_id)} blocked by {ticket_public_id(self.blocker_id)}"
 
 
 class TicketComment(models.Model):
@@ -216,7 +191,7 @@ class TicketComment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"comment on TKT-{self.ticket_id}"
+        return f"comment on {ticket_public_id(self.ticket_id)}"
 
 
 class TicketEvent(models.Model):
@@ -237,7 +212,7 @@ class TicketEvent(models.Model):
         indexes = [models.Index(fields=["ticket", "created_at"])]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.event_type} {self.field}".strip()
+        return f"{ticket_public_id(self.ticket_id)} {self.event_type} {self.field}".strip()
 
 
 class CommitLink(models.Model):
@@ -255,7 +230,7 @@ class CommitLink(models.Model):
         constraints = [models.UniqueConstraint(fields=["ticket", "commit_sha"], name="commit_link_unique")]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.commit_sha[:10]}"
+        return f"{ticket_public_id(self.ticket_id)} {self.commit_sha[:10]}"
 
 
 class PhaseTransition(models.Model):
@@ -273,4 +248,4 @@ class PhaseTransition(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return f"TKT-{self.ticket_id} {self.from_phase} → {self.to_phase}"
+        return f"{ticket_public_id(self.ticket_id)} {self.from_phase} → {self.to_phase}"

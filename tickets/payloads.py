@@ -5,19 +5,12 @@ Stable keys; ids are public ids (TKT-n); empty optional values are omitted to sa
 
 from __future__ import annotations
 
-from omoi_site.domain import actor_label
-
-
-def _iso(value):
-    return value.isoformat(timespec="seconds") if value else None
-
-
-def _compact(data: dict) -> dict:
-    return {k: v for k, v in data.items() if v not in (None, "", [], {})}
+from omoi_site.domain import actor_label, recorded_actor_label, ticket_public_id
+from omoi_site.payloads import compact, iso
 
 
 def ticket_summary(ticket) -> dict:
-    return _compact(
+    return compact(
         {
             "ticket_id": ticket.public_id,
             "title": ticket.title,
@@ -26,7 +19,7 @@ def ticket_summary(ticket) -> dict:
             "priority": ticket.priority,
             "ticket_type": ticket.ticket_type,
             "assigned_agent_id": ticket.assigned_agent_id,
-            "updated_at": _iso(ticket.updated_at),
+            "updated_at": iso(ticket.updated_at),
         }
     )
 
@@ -44,46 +37,46 @@ def ticket_detail(ticket, *, blockers=(), dependents=(), comments=None, commits=
         "blocked": ticket.is_blocked,
         "allowed_next_statuses": ticket.allowed_next_statuses(),
         "tags": ticket.tags,
-        "parent_ticket_id": f"TKT-{ticket.parent_id}" if ticket.parent_id else None,
-        "duplicate_of": f"TKT-{ticket.duplicate_of_id}" if ticket.duplicate_of_id else None,
+        "parent_ticket_id": ticket_public_id(ticket.parent_id),
+        "duplicate_of": ticket_public_id(ticket.duplicate_of_id),
         "assigned_agent_id": ticket.assigned_agent_id,
-        "created_by": ticket.created_by_agent_id or (f"user:{ticket.created_by_user.get_username()}" if ticket.created_by_user_id else None),
+        "created_by": recorded_actor_label(ticket.created_by_agent_id, ticket.created_by_user if ticket.created_by_user_id else None),
         "blocked_by": [{"ticket_id": b.public_id, "status": b.status} for b in blockers],
         "blocks": [d.public_id for d in dependents],
         "resolution": ticket.resolution,
         "version": ticket.version,
-        "created_at": _iso(ticket.created_at),
-        "updated_at": _iso(ticket.updated_at),
-        "resolved_at": _iso(ticket.resolved_at),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "resolved_at": iso(ticket.resolved_at),
     }
     if comments is not None:
         data["comments"] = [comment_payload(c) for c in comments]
     if commits is not None:
         data["commits"] = [{"sha": c.commit_sha, "message": c.commit_message} for c in commits]
-    compacted = _compact(data)
+    compacted = compact(data)
     compacted["blocked"] = ticket.is_blocked
     return compacted
 
 
 def comment_payload(comment) -> dict:
-    return _compact(
+    return compact(
         {
             "comment_id": comment.id,
-            "author": comment.author_agent_id or (f"user:{comment.author_user.get_username()}" if comment.author_user_id else None),
+            "author": recorded_actor_label(comment.author_agent_id, comment.author_user if comment.author_user_id else None),
             "comment_type": comment.comment_type,
             "text": comment.text,
             "mentions": comment.mentions,
             "attachments": comment.attachments,
-            "created_at": _iso(comment.created_at),
+            "created_at": iso(comment.created_at),
         }
     )
 
 
 def event_payload(event) -> dict:
     actor = event.actor_agent if event.actor_agent_id else event.actor_user
-    return _compact(
+    return compact(
         {
-            "at": _iso(event.created_at),
+            "at": iso(event.created_at),
             "actor": actor_label(actor),
             "event": event.event_type,
             "field": event.field,
@@ -96,12 +89,59 @@ def event_payload(event) -> dict:
 
 def phase_payload(transition) -> dict:
     actor = transition.actor_agent if transition.actor_agent_id else transition.actor_user
-    return _compact(
+    return compact(
         {
-            "at": _iso(transition.created_at),
+            "at": iso(transition.created_at),
             "actor": actor_label(actor),
             "from_phase": transition.from_phase,
             "to_phase": transition.to_phase,
             "reason": transition.reason,
         }
     )
+
+
+# --- results of the write services (tickets.services' typed results), the same JSON through MCP and REST ---
+
+
+def ticket_transition_payload(transition) -> dict:
+    """A status change or resolution: the ticket, its phase, where it may go next, and whom it unblocked."""
+    ticket = transition.ticket
+    return {
+        "ticket": ticket_summary(ticket),
+        "phase": ticket.phase,
+        "allowed_next_statuses": ticket.allowed_next_statuses(),
+        "unblocked": transition.unblocked_ticket_ids,
+    }
+
+
+def ticket_edit_payload(edit) -> dict:
+    return {"ticket": ticket_summary(edit.ticket), "changed": edit.changed, "version": edit.ticket.version}
+
+
+def dependency_change_payload(change) -> dict:
+    return {"ticket": ticket_summary(change.ticket), "blocked_by": change.blocked_by_ticket_ids}
+
+
+def commit_linked_payload(linked) -> dict:
+    return {"ticket_id": ticket_public_id(linked.link.ticket_id), "commit_sha": linked.link.commit_sha,
+            "already_linked": not linked.created}
+
+
+def comment_added_payload(comment) -> dict:
+    return {"ticket_id": ticket_public_id(comment.ticket_id), "comment": comment_payload(comment)}
+
+
+def ready_tickets_payload(split) -> dict:
+    """selectors.ready_tickets: the ready ones, and the others with the ids they wait for."""
+    return {
+        "ready": [ticket_summary(t) for t in split["ready"]],
+        "not_ready": [{**ticket_summary(t), "waiting_for": [ticket_public_id(i) for i in ids]} for t, ids in split["not_ready"]],
+    }
+
+
+def ticket_history_payload(ticket, events) -> dict:
+    return {"ticket_id": ticket.public_id, "events": [event_payload(e) for e in events]}
+
+
+def phase_history_payload(ticket, transitions) -> dict:
+    return {"ticket_id": ticket.public_id, "phase": ticket.phase, "transitions": [phase_payload(p) for p in transitions]}

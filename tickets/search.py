@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from omoi_site.domain import DomainError
+from omoi_site.domain import DomainError, ticket_public_id
 from tickets.embeddings import EmbeddingError, embed_query, ticket_embedding_text, warm_query_embedding
 from tickets.models import Ticket, TicketComment
 
@@ -414,7 +414,7 @@ def ticket_search(
         row = rows[ticket_id]
         results.append(
             {
-                "ticket_id": f"{Ticket.PUBLIC_PREFIX}-{ticket_id}",
+                "ticket_id": ticket_public_id(ticket_id),
                 "title": row["title"],
                 "status": row["status"],
                 "priority": row["priority"],
@@ -498,7 +498,7 @@ def similar_tickets(
             title_, status = details[ticket_id]
             results.append(
                 {
-                    "ticket_id": f"{Ticket.PUBLIC_PREFIX}-{ticket_id}",
+                    "ticket_id": ticket_public_id(ticket_id),
                     "title": title_,
                     "status": status,
                     "similarity": similarity,

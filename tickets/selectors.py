@@ -8,8 +8,14 @@ from datetime import datetime
 import orjson
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from agents.selectors import STAFF_WORKFLOW_GROUP_PREFIX, can_access_workflow, scoped_to_actor, workflow_ids_for  # noqa: F401  (identity's rules, used here and by importers of this module)
-from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id
+from agents.selectors import (  # noqa: F401  (identity's rules, used here and by importers of this module)
+    STAFF_WORKFLOW_GROUP_PREFIX,
+    can_access_workflow,
+    scoped_to_actor,
+    workflow_get,
+    workflow_ids_for,
+)
+from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id, ticket_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
 # A ticket's embedding (384 floats) and search vector are read by search only; loading them costs more CPU
@@ -18,15 +24,6 @@ UNREAD_TICKET_COLUMNS = ("embedding", "search_vector")
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
 
 
-def workflow_get(*, slug, actor) -> Workflow:
-    """The workflow with this slug, if the actor belongs to it."""
-    if not isinstance(slug, str) or not slug.strip():
-        raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
-    workflow = first_of(Workflow.objects.filter(slug=slug.strip()))
-    if workflow is None or not can_access_workflow(actor, workflow.id):
-        # Same message for 'missing' and 'not yours': do not reveal other workflows.
-        raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
-    return workflow
 
 
 def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: bool = False) -> Ticket:
@@ -44,7 +41,7 @@ def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: boo
     ticket = first_of(queryset.filter(pk=pk))
     visible = getattr(ticket, "actor_is_member", None)
     if ticket is None or not (visible if visible is not None else can_access_workflow(actor, ticket.workflow_id)):
-        raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
+        raise NotFound(f"No ticket {ticket_public_id(pk)} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
     return ticket
 
 

@@ -8,12 +8,23 @@ and publishes realtime events only after commit.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.services import workflow_get_or_create, workflow_update  # noqa: F401  (identity's; importers of this module use them)
+from omoi_site.constants import (
+    COMMENT_MIN,
+    DESCRIPTION_MAX,
+    DESCRIPTION_MIN,
+    MAX_TAGS,
+    TAG_MAX,
+    TITLE_MAX,
+    TITLE_MIN,
+    priority_normalize,
+)
 from omoi_site.domain import (
     Conflict,
     DomainError,
@@ -23,29 +34,49 @@ from omoi_site.domain import (
     is_agent,
     require_choice,
     require_text,
+    ticket_public_id,
 )
 from omoi_site.events import publish_on_commit
 from tickets import hooks, payloads, selectors
 from tickets.models import CommitLink, PhaseTransition, Ticket, TicketComment, TicketDependency, TicketEvent, Workflow
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 COMMIT_SHA_PATTERN = re.compile(r"^[0-9a-fA-F]{7,64}$")
-TITLE_MIN, TITLE_MAX = 3, 500
-DESCRIPTION_MIN, DESCRIPTION_MAX = 10, 20_000
-COMMENT_MIN = 10
-MAX_TAGS = 20
 EDITABLE_FIELDS = ("title", "description", "priority", "ticket_type", "tags", "assigned_agent_id", "parent_ticket_id")
 # Tag edits relative to the stored tags, applied under the row lock: concurrent agents never lose each other's tags.
 TAG_EDITS = ("add_tags", "remove_tags")
 
 
-@transaction.atomic
-def workflow_get_or_create(*, slug: str, name: str = "") -> Workflow:
-    """Return the workflow with this slug, creating it if needed."""
-    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
-        raise DomainError(f"workflow slug must be lowercase letters, digits and dashes (e.g. 'my-project'); got {slug!r}.")
-    workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": name or slug})
-    return workflow
+
+
+# --- typed results (one payload builder each in tickets.payloads, shared by MCP and REST) -----------
+
+
+class TicketTransition(NamedTuple):
+    """A status change or resolution: the ticket after it, and the dependents it unblocked (public ids)."""
+
+    ticket: Ticket
+    unblocked_ticket_ids: list[str]
+
+
+class TicketEdit(NamedTuple):
+    """An edit: the ticket after it and the fields that actually changed."""
+
+    ticket: Ticket
+    changed: list[str]
+
+
+class DependencyChange(NamedTuple):
+    """A blocker added or removed: the ticket after it and the ids of all its blockers now."""
+
+    ticket: Ticket
+    blocked_by_ticket_ids: list[str]
+
+
+class CommitLinked(NamedTuple):
+    """A commit linked to a ticket; `created` is false when it was already linked (idempotent)."""
+
+    link: CommitLink
+    created: bool
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -68,8 +99,8 @@ def _clean_tags(tags: Any) -> list[str]:
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise DomainError("tags must be a list of strings.")
     cleaned = list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))
-    if len(cleaned) > MAX_TAGS or any(len(tag) > 50 for tag in cleaned):
-        raise DomainError(f"tags: at most {MAX_TAGS} tags of at most 50 characters each.")
+    if len(cleaned) > MAX_TAGS or any(len(tag) > TAG_MAX for tag in cleaned):
+        raise DomainError(f"tags: at most {MAX_TAGS} tags of at most {TAG_MAX} characters each.")
     return cleaned
 
 
@@ -137,7 +168,7 @@ def ticket_create(
     title = require_text(title, argument="title", min_length=TITLE_MIN, max_length=TITLE_MAX)
     description = require_text(description, argument="description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
     require_choice(ticket_type, Ticket.TicketType.values, argument="ticket_type")
-    require_choice(priority, Ticket.Priority.values, argument="priority")
+    priority = priority_normalize(priority)
     status = initial_status or Ticket.Status.BACKLOG
     if status == Ticket.Status.DONE or status not in Ticket.Status.values:
         allowed = [s for s in Ticket.Status.values if s != Ticket.Status.DONE]
@@ -192,7 +223,7 @@ def ticket_create(
 @transaction.atomic
 def ticket_update(
     *, actor, ticket_id, updates: dict, update_comment: str = "", expected_version: int | None = None
-) -> tuple[Ticket, list[str]]:
+) -> TicketEdit:
     """Edit a ticket's editable fields (not its status); one history row per changed field.
 
     `updates` may carry `add_tags` / `remove_tags` instead of `tags`: they are applied to the tags stored
@@ -235,7 +266,7 @@ def ticket_update(
         elif field == "description":
             value = require_text(value, argument="updates.description", min_length=DESCRIPTION_MIN, max_length=DESCRIPTION_MAX)
         elif field == "priority":
-            require_choice(value, Ticket.Priority.values, argument="updates.priority")
+            value = priority_normalize(value, argument="updates.priority")
         elif field == "ticket_type":
             require_choice(value, Ticket.TicketType.values, argument="updates.ticket_type")
         elif field == "tags":
@@ -252,7 +283,7 @@ def ticket_update(
             parent = selectors.ticket_get(ticket_id=value, actor=actor, argument="updates.parent_ticket_id") if value else None
             if parent is not None and (parent.id == ticket.id or parent.workflow_id != ticket.workflow_id):
                 raise DomainError("updates.parent_ticket_id must be another ticket of the same workflow.")
-            old = f"TKT-{ticket.parent_id}" if ticket.parent_id else None
+            old = ticket_public_id(ticket.parent_id)
             if ticket.parent_id != (parent.id if parent else None):
                 ticket.parent = parent
                 _record(ticket, actor, "updated", field="parent", old=old, new=parent.public_id if parent else None, comment=update_comment)
@@ -275,16 +306,16 @@ def ticket_update(
             payload={**payloads.ticket_summary(ticket), "changed": [c for c in changed if c != "priority_rank"]},
             agents=_event_agents(ticket),
         )
-    return ticket, [c for c in changed if c != "priority_rank"]
+    return TicketEdit(ticket, [c for c in changed if c != "priority_rank"])
 
 
 def _open_blocker_text(ticket: Ticket) -> str:
     ids = selectors.ticket_open_blocker_ids(ticket_id=ticket.id)
-    return ", ".join(f"TKT-{i}" for i in ids)
+    return ", ".join(ticket_public_id(i) for i in ids)
 
 
 @transaction.atomic
-def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, commit_sha: str | None = None) -> Ticket:
+def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, commit_sha: str | None = None) -> TicketTransition:
     """Move a ticket along the status machine (recording phase changes); 'done' goes through resolve."""
     comment = require_text(comment, argument="comment", min_length=COMMENT_MIN, max_length=DESCRIPTION_MAX)
     if new_status not in Ticket.Status.values:
@@ -312,13 +343,13 @@ def ticket_change_status(*, actor, ticket_id, new_status: str, comment: str, com
         payload={**payloads.ticket_summary(ticket), "old_status": old_status, "by": actor_label(actor)},
         agents=_event_agents(ticket),
     )
-    return ticket
+    return TicketTransition(ticket, [])
 
 
 @transaction.atomic
 def ticket_resolve(
     *, actor, ticket_id, resolution_comment: str, commit_sha: str | None = None, via_status_change: bool = False
-) -> Ticket:
+) -> TicketTransition:
     """Close a ticket as done and, in the same transaction, unblock every dependent whose last open
     blocker this was (each gets a history row and a `ticket.unblocked` event to its assignee)."""
     resolution_comment = require_text(resolution_comment, argument="comment" if via_status_change else "resolution_comment",
@@ -344,15 +375,14 @@ def ticket_resolve(
     if commit_sha:
         _link_commit(ticket, actor, commit_sha, resolution_comment)
     _bump_version(ticket, ["status", "phase", "resolved_at", "resolution"])
-    unblocked = _unblock_dependents(ticket, actor)
-    ticket.unblocked_ticket_ids = [t.public_id for t in unblocked]
+    unblocked_ticket_ids = [t.public_id for t in _unblock_dependents(ticket, actor)]
     hooks.ticket_resolved.send(ticket=ticket)  # e.g. the blocker ledger learns the outcome as the ticket closes
     publish_on_commit(
         "ticket.resolved", workflow=ticket.workflow.slug, ticket=ticket.public_id,
-        payload={**payloads.ticket_summary(ticket), "unblocked": ticket.unblocked_ticket_ids, "by": actor_label(actor)},
+        payload={**payloads.ticket_summary(ticket), "unblocked": unblocked_ticket_ids, "by": actor_label(actor)},
         agents=_event_agents(ticket),
     )
-    return ticket
+    return TicketTransition(ticket, unblocked_ticket_ids)
 
 
 def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
@@ -375,7 +405,7 @@ def _unblock_dependents(ticket: Ticket, actor) -> list[Ticket]:
 
 
 @transaction.atomic
-def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
+def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> DependencyChange:
     """Make `ticket` blocked by `blocker`. Self-loops and cycles are refused (the error shows the cycle)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor)
     blocker = selectors.ticket_get(ticket_id=blocked_by_ticket_id, actor=actor, argument="blocked_by_ticket_id")
@@ -388,7 +418,7 @@ def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
         raise Conflict(f"{ticket.public_id} is already blocked by {blocker.public_id}.")
     path = selectors.dependency_path(start_id=blocker.id, target_id=ticket.id)
     if path is not None:
-        cycle = " → ".join(f"TKT-{pk}" for pk in [ticket.id, *path])
+        cycle = " → ".join(ticket_public_id(pk) for pk in [ticket.id, *path])
         raise Conflict(f"adding {ticket.public_id} blocked by {blocker.public_id} would create a cycle: {cycle} (each blocked by the next).")
     ticket = selectors.ticket_get(ticket_id=ticket.id, actor=actor, for_update=True)
     try:
@@ -408,11 +438,11 @@ def dependency_add(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
         "ticket.blocked" if ticket.is_blocked else "ticket.updated", workflow=ticket.workflow.slug, ticket=ticket.public_id,
         payload={**payloads.ticket_summary(ticket), "blocked_by": blocker.public_id}, agents=_event_agents(ticket),
     )
-    return ticket
+    return _dependency_change(ticket)
 
 
 @transaction.atomic
-def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
+def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> DependencyChange:
     """Remove a blocker; the ticket is unblocked if no other open blocker remains."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     blocker = selectors.ticket_get(ticket_id=blocked_by_ticket_id, actor=actor, argument="blocked_by_ticket_id")
@@ -428,7 +458,11 @@ def dependency_remove(*, actor, ticket_id, blocked_by_ticket_id) -> Ticket:
             payload={**payloads.ticket_summary(ticket), "unblocked_by": blocker.public_id}, agents=_event_agents(ticket),
         )
     _bump_version(ticket, ["is_blocked"])
-    return ticket
+    return _dependency_change(ticket)
+
+
+def _dependency_change(ticket: Ticket) -> DependencyChange:
+    return DependencyChange(ticket, [blocker.public_id for blocker in selectors.ticket_blockers(ticket=ticket)])
 
 
 @transaction.atomic
@@ -474,7 +508,7 @@ def _link_commit(ticket: Ticket, actor, commit_sha: str, commit_message: str) ->
 
 
 @transaction.atomic
-def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") -> tuple[CommitLink, bool]:
+def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") -> CommitLinked:
     """Link a commit to a ticket (linking the same sha again is a no-op that reports already_linked)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     link, created = _link_commit(ticket, actor, commit_sha, commit_message)
@@ -485,11 +519,11 @@ def commit_link(*, actor, ticket_id, commit_sha: str, commit_message: str = "") 
             payload={**payloads.ticket_summary(ticket), "changed": ["commits"], "commit_sha": link.commit_sha},
             agents=_event_agents(ticket),
         )
-    return link, created
+    return CommitLinked(link, created)
 
 
 @transaction.atomic
-def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: str = "") -> Ticket:
+def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: str = "") -> TicketTransition:
     """Mark a ticket as a duplicate of another and resolve it (admin triage)."""
     ticket = selectors.ticket_get(ticket_id=ticket_id, actor=actor, for_update=True)
     original = selectors.ticket_get(ticket_id=duplicate_of_ticket_id, actor=actor, argument="duplicate_of_ticket_id")
@@ -501,39 +535,3 @@ def ticket_mark_duplicate(*, actor, ticket_id, duplicate_of_ticket_id, comment: 
     return ticket_resolve(actor=actor, ticket_id=ticket.id, resolution_comment=comment or f"Duplicate of {original.public_id}.")
 
 
-# --- workflow settings --------------------------------------------------------------------------
-
-
-@transaction.atomic
-def workflow_update(*, actor, workflow_id: int, updates: dict) -> Workflow:
-    """Edit a workflow's name, description, sandbox limit or auto-spawn rules (the slug is permanent)."""
-    editable = {"name", "description", "max_concurrent_sandboxes", "auto_spawn_rules", "monthly_budget_usd"}
-    unknown = sorted(set(updates) - editable)
-    if unknown:
-        raise DomainError(f"workflow: unknown or read-only field(s) {', '.join(unknown)}; editable: {', '.join(sorted(editable))}.")
-    workflow = Workflow.objects.select_for_update().filter(pk=workflow_id).first()
-    if workflow is None:
-        raise NotFound(f"No workflow with id {workflow_id}.")
-    if "name" in updates:
-        updates["name"] = require_text(updates["name"], argument="name", min_length=1, max_length=200)
-    if "max_concurrent_sandboxes" in updates:
-        value = updates["max_concurrent_sandboxes"]
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
-            raise DomainError(f"max_concurrent_sandboxes must be a whole number from 0 to 1000; got {value!r}.")
-    if "monthly_budget_usd" in updates and updates["monthly_budget_usd"] is not None:
-        from decimal import Decimal, InvalidOperation
-
-        try:
-            budget = Decimal(str(updates["monthly_budget_usd"]))
-        except (InvalidOperation, ValueError):
-            budget = None
-        if budget is None or not budget.is_finite() or not 0 <= budget < 10**8:
-            raise DomainError(f"monthly_budget_usd must be an amount in dollars from 0 to 99999999.99, or empty for no limit; got {updates['monthly_budget_usd']!r}.")
-        updates["monthly_budget_usd"] = budget.quantize(Decimal("0.01"))
-    if "auto_spawn_rules" in updates and not isinstance(updates["auto_spawn_rules"], dict):
-        raise DomainError('auto_spawn_rules must be an object mapping ticket_type to an agent template, e.g. {"bug": "worker"}.')
-    for field, value in updates.items():
-        setattr(workflow, field, value)
-    if updates:
-        workflow.save(update_fields=list(updates))
-    return workflow

@@ -105,7 +105,7 @@ TaskType = Literal[
     "deployment",
     "follow_up",
 ]
-TaskPriority = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+TaskPriority = Literal["low", "medium", "high", "critical"]  # any case is accepted by the server
 TaskStatus = Literal["pending", "claimed", "running", "completed", "failed", "cancelled"]
 DiscoveryType = Literal[
     "bug",
@@ -136,6 +136,8 @@ class MCPServerAction(Action, ABC):
     tool_description: ClassVar[str]
     read_only: ClassVar[bool] = False
     destructive: ClassVar[bool] = False
+    # Safe to repeat with the same arguments (reads, and get_messages' optional read receipts).
+    idempotent: ClassVar[bool] = False
 
     def to_arguments(self) -> dict[str, Any]:
         """The `tools/call` arguments: only what was given (the server applies its own defaults)."""
@@ -313,7 +315,7 @@ class MCPCreateTaskAction(MCPServerAction):
     phase_id: PhaseId
     description: str = Field(min_length=10, max_length=20000, description="min 10 chars")
     task_type: TaskType = "implementation"
-    priority: TaskPriority = "MEDIUM"
+    priority: TaskPriority = "medium"
     discovery_type: DiscoveryType | None = None
     discovery_description: str | None = Field(default=None, max_length=20000)
     source_task_id: str | None = None
@@ -392,7 +394,8 @@ class MCPSendMessageAction(MCPServerAction):
 class MCPGetMessagesAction(MCPServerAction):
     server_tool: ClassVar[str] = "get_messages"
     tool_description: ClassVar[str] = "Your inbox (direct and broadcast), newest first, with read state."
-    read_only: ClassVar[bool] = True
+    # Not read-only: mark_read=true writes read receipts (the caller's own rows; repeating it changes nothing).
+    idempotent: ClassVar[bool] = True
 
     agent_id: ActingAgentId = None
     thread_id: str | None = Field(default=None, max_length=64)
@@ -580,11 +583,11 @@ def _compact(value: Any) -> str:
 # --- tool definitions ----------------------------------------------------------------------------------------
 
 
-def _annotations(*, read_only: bool, destructive: bool) -> ToolAnnotations:
+def _annotations(*, read_only: bool, destructive: bool, idempotent: bool = False) -> ToolAnnotations:
     return ToolAnnotations(
         readOnlyHint=read_only,
         destructiveHint=destructive and not read_only,
-        idempotentHint=read_only,
+        idempotentHint=read_only or idempotent,
         openWorldHint=False,
     )
 
@@ -618,7 +621,8 @@ class MCPServerTool(ToolDefinition[MCPServerAction, MCPToolResultObservation], A
 
     @classmethod
     def _tool_annotations(cls) -> ToolAnnotations:
-        return _annotations(read_only=cls.action_class.read_only, destructive=cls.action_class.destructive)
+        return _annotations(read_only=cls.action_class.read_only, destructive=cls.action_class.destructive,
+                            idempotent=cls.action_class.idempotent)
 
     # The SDK adds `summary` to every tool and `security_risk` to every tool that is not read-only, with
     # descriptions of ~40 tokens each (the SecurityRisk enum docstring): 27 tools pay ~2,200 tokens per

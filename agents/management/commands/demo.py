@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 
 from agents import services as agent_services
 from agents.models import Agent
+from omoi_site.domain import TICKET_PREFIX, parse_public_id, task_public_id
 from tasks.models import Task
 from tickets.models import Ticket
 from tickets.services import workflow_get_or_create
@@ -53,7 +54,7 @@ def worker_playbook(*, ticket_id: str, launch_task_id: str):
         ("ticket", "mcp__get_ticket", {"ticket_id": ticket_id}),
         ("start", "mcp__update_task_status", {"task_id": launch_task_id, "status": "running"}),
         ("investigation", "mcp__create_task", {
-            "ticket_id": ticket_id, "phase_id": "PHASE_IMPLEMENTATION", "task_type": "investigation", "priority": "HIGH",
+            "ticket_id": ticket_id, "phase_id": "PHASE_IMPLEMENTATION", "task_type": "investigation", "priority": "high",
             "description": "Investigate why sessions expire after 5 minutes instead of 8 hours"}),
         ("claim", "mcp__update_task_status", lambda m: {"task_id": m["investigation"]["task"]["task_id"], "status": "running"}),
         ("reproduce", "terminal", {"command": "printf 'SESSION_TTL = 300  # seconds\\nCACHE_BACKEND = \"db\"\\n' > settings.py && grep -n SESSION_TTL settings.py && uname -s"}),
@@ -111,15 +112,15 @@ class Command(BaseCommand):
         release_id = release["ticket"]["ticket_id"]
         self.step(f"coordinator: created {release_id} 'Release 2.4', blocked by {bug_id}")
 
-        ticket = Ticket.objects.get(pk=int(bug_id.split("-")[1]))
+        ticket = Ticket.objects.get(pk=parse_public_id(bug_id, TICKET_PREFIX, argument="ticket_id"))
         run = launch_worker(actor=Agent.objects.get(pk="coordinator"), template="implementer", ticket=ticket, agent_id="worker-1",
                             provider="local", enqueue=False)
-        self.step(f"coordinator: launched worker-1 (run {run.pk}, {run.provider} sandbox — NOT isolated) on TSK-{run.task_id}")
+        self.step(f"coordinator: launched worker-1 (run {run.pk}, {run.provider} sandbox — NOT isolated) on {task_public_id(run.task_id)}")
 
         def narrate(name, tool, arguments):
             self.step(f"worker-1 → {tool}({', '.join(f'{k}={v!r}'[:60] for k, v in arguments.items())})")
 
-        llm = scripted_llm(worker_playbook(ticket_id=bug_id, launch_task_id=f"TSK-{run.task_id}"), on_step=narrate,
+        llm = scripted_llm(worker_playbook(ticket_id=bug_id, launch_task_id=task_public_id(run.task_id)), on_step=narrate,
                            final_message="Triage done; hand-off requested.")
         run = execute_run(run.pk, llm=llm)
         self.step(f"worker-1: sandbox run {run.pk} {run.status} in {run.sandbox_seconds:.1f}s; sandbox {run.sandbox_id} torn down")
