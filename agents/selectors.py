@@ -9,9 +9,13 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agents.models import Agent, AgentEvent, AgentToken, SandboxRun, Workflow
-from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id
+from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id
 
 STAFF_WORKFLOW_GROUP_PREFIX = "workflow:"
+# Attribute on an Agent instance holding its workflow ids as read when its token was looked up (see
+# agent_with_membership): the MCP door caches that instance for a few seconds, so a call needs no
+# membership query of its own.
+MEMBERSHIP_SNAPSHOT = "_workflow_ids_snapshot"
 
 
 def workflow_ids_for(actor) -> set[int] | None:
@@ -25,6 +29,9 @@ def workflow_ids_for(actor) -> set[int] | None:
     if actor is None:
         return None
     if is_agent(actor):
+        snapshot = getattr(actor, MEMBERSHIP_SNAPSHOT, None)
+        if snapshot is not None:
+            return set(snapshot)
         return set(actor.workflows.values_list("id", flat=True))
     if not getattr(actor, "is_staff", False):
         return set()
@@ -56,7 +63,7 @@ def workflow_get(*, slug, actor) -> Workflow:
     """The workflow with this slug, if the actor belongs to it."""
     if not isinstance(slug, str) or not slug.strip():
         raise DomainError("workflow_id must be a workflow slug such as 'my-project'.")
-    workflow = Workflow.objects.filter(slug=slug.strip()).first()
+    workflow = first_of(Workflow.objects.filter(slug=slug.strip()))
     if workflow is None or not can_access_workflow(actor, workflow.id):
         # Same message for 'missing' and 'not yours': do not reveal other workflows.
         raise NotFound(f"No workflow '{slug}' that you belong to. Check workflow_id (your token is scoped to its workflows).")
@@ -79,6 +86,14 @@ def agent_for_token(*, raw_token: str) -> Agent | None:
     if token is None or token.agent.status == Agent.Status.TERMINATED:
         return None
     return token.agent
+
+
+def agent_with_membership(agent: Agent) -> Agent:
+    """`agent` carrying a snapshot of its workflow ids (one query), which `workflow_ids_for` then uses
+    instead of asking again. Only for an instance whose life is bounded: the MCP door keeps it as long
+    as its token cache entry (MCP_TOKEN_CACHE_SECONDS, at most 10 s), the same bound as a revoked token."""
+    setattr(agent, MEMBERSHIP_SNAPSHOT, frozenset(agent.workflows.values_list("id", flat=True)))
+    return agent
 
 
 def agent_get(*, agent_id: str, argument: str = "agent_id") -> Agent:

@@ -149,7 +149,9 @@ def handoff_request(*, from_agent: Agent, to_agent_id: str, task_id, reason: str
     if not task_is_held_by(task, from_agent.agent_id):
         how = (f'claim it first with update_task_status(task_id="{task.public_id}", status="claimed")'
                if task.status == Task.Status.PENDING and task.assigned_agent_id in (None, from_agent.agent_id)
-               else "only its current holder can hand it off")
+               else "only its current holder can hand it off"
+               + (f' (ask {task.claimed_by_id} with send_message(recipient_agent_id="{task.claimed_by_id}", …)'
+                  " or take other work with claim_next_task)" if task.claimed_by_id else " (take other work with claim_next_task)"))
         raise Conflict(f"you do not hold {task.public_id} (status '{task.status}', holder {task.claimed_by_id or 'none'}); "
                        f"{how}.")
     try:

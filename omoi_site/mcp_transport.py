@@ -45,7 +45,7 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from mcp_server.views import MCPServerStreamableHttpView
 from pydantic import ValidationError
 
-from agents.selectors import agent_for_token
+from agents.selectors import agent_for_token, agent_with_membership
 from agents.services import agent_token_mark_used
 from omoi_site.db_errors import DATABASE_UNAVAILABLE, is_database_unavailable
 from omoi_site.mcp_endpoint import SERVER_INSTRUCTIONS, call_tool_sync, load_tools, omoi_mcp_server
@@ -257,6 +257,9 @@ def authenticate(raw_token: str):
     """The token's agent (database lookup, in a worker thread). Raises Refusal(401) for a dead token."""
     agent = agent_for_token(raw_token=raw_token)
     if agent is not None:
+        # Its workflows too, so the calls in the next MCP_TOKEN_CACHE_SECONDS ask no membership query
+        # (a removed membership, like a revoked token, is refused once the entry lapses).
+        agent = agent_with_membership(agent)
         agent_token_mark_used(raw_token=raw_token)  # "last seen" on the agents page; one write a minute at most
     if agent is None:
         _token_cache.pop(raw_token, None)
@@ -285,18 +288,130 @@ class _ThrottleRequest:
 
 
 def check_rate(agent, client: str) -> None:
+    """MCP_RATE_LIMIT per agent. On Redis: two window counters in one pipelined round trip
+    (`_redis_window_check`); in process memory (or while Redis is down): DRF's throttle."""
+    from django.core.cache import caches
+
+    from omoi_site.outages import redis_throttle
+    from omoi_site.throttle_cache import FailOpenRedisCache
+
+    cache = caches[getattr(settings, "THROTTLE_CACHE_ALIAS", "default")]
+    if isinstance(cache, FailOpenRedisCache) and not redis_throttle.should_skip():
+        try:
+            wait = _redis_window_check(cache, agent.agent_id, time.time())
+        except Exception as error:  # redis-py's connection errors: fail open to the per-process counters
+            if isinstance(error, (ValueError, TypeError)):
+                raise
+            redis_throttle.failed(error)
+        else:
+            redis_throttle.succeeded()
+            if wait is not None:
+                _refuse_rate(wait)
+            return
+    _check_rate_drf(agent, client)
+
+
+def _rate_limit() -> tuple[int, int]:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    count, seconds = SimpleRateThrottle.parse_rate(None, settings.MCP_RATE_LIMIT)
+    return count, seconds
+
+
+def _redis_window_check(cache, agent_id: str, now: float) -> float | None:
+    """Count this call; None if it is within the limit, else the seconds to wait (and it is not counted).
+
+    A sliding window estimated from fixed windows: calls in this window plus the previous window's calls
+    weighted by how much of it still lies within the last `seconds`. One pipelined round trip (INCR,
+    EXPIRE, GET) whatever the rate — DRF's throttle reads and rewrites a pickled list of every call's
+    timestamp in the window (two round trips, and O(limit) work per call)."""
+    window = _RateWindow(cache, agent_id, now)
+    client = cache._cache.get_client(window.current, write=True)
+    count, _, earlier = window.queue(client.pipeline(transaction=False)).execute()
+    wait = window.wait(count, earlier)
+    if wait is not None:
+        client.decr(window.current)  # a refused call does not count (as with DRF's throttle)
+    return wait
+
+
+class _RateWindow:
+    """One call's view of the two window counters (shared by the thread and the event-loop paths)."""
+
+    def __init__(self, cache, agent_id: str, now: float):
+        self.limit, self.seconds = _rate_limit()
+        index, self.offset = divmod(now, self.seconds)
+        self.current = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index)}")
+        self.previous = cache.make_and_validate_key(f"mcp-rate:{agent_id}:{int(index) - 1}")
+
+    def queue(self, pipeline):
+        return pipeline.incr(self.current).expire(self.current, 2 * self.seconds).get(self.previous)
+
+    def wait(self, count: int, earlier) -> float | None:
+        limit, seconds, offset = self.limit, self.seconds, self.offset
+        earlier = int(earlier or 0)
+        if earlier * (1 - offset / seconds) + count <= limit:
+            return None
+        count -= 1  # this call, which is refused and uncounted
+        if earlier and count + 1 <= limit:  # the previous window's weight must fall to (limit - count - 1) / earlier
+            return max(1.0, (1 - (limit - count - 1) / earlier) * seconds - offset)
+        return max(1.0, seconds - offset)
+
+
+_async_clients: dict = {}
+
+
+async def check_rate_in_loop(agent) -> bool:
+    """The Redis rate check without a thread hop (for calls that run no tool: ping, tools/list, …).
+    False when it cannot decide here (counters in memory, Redis down): the caller hops to a thread."""
+    import redis.asyncio as redis_asyncio
+    from django.core.cache import caches
+
+    from omoi_site.outages import redis_throttle
+    from omoi_site.throttle_cache import FailOpenRedisCache
+
+    cache = caches[getattr(settings, "THROTTLE_CACHE_ALIAS", "default")]
+    if not isinstance(cache, FailOpenRedisCache) or redis_throttle.should_skip():
+        return False
+    loop = asyncio.get_running_loop()
+    url = cache._cache._servers[0]
+    client = _async_clients.get((loop, url))
+    if client is None:  # one client (and connection pool) per event loop, like channels-redis
+        client = redis_asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        _async_clients[(loop, url)] = client
+    window = _RateWindow(cache, agent.agent_id, time.time())
+    try:
+        count, _, earlier = await window.queue(client.pipeline(transaction=False)).execute()
+        wait = window.wait(count, earlier)
+        if wait is not None:
+            await client.decr(window.current)
+    except Exception as error:  # connection errors: the thread path fails open to the per-process counters
+        if isinstance(error, (ValueError, TypeError)):
+            raise
+        redis_throttle.failed(error)
+        return False
+    redis_throttle.succeeded()
+    if wait is not None:
+        _refuse_rate(wait)
+    return True
+
+
+def _refuse_rate(wait: float) -> None:
+    seconds = max(1, int(wait + 0.999))
+    raise Refusal(
+        429,
+        RATE_LIMITED,
+        f"Rate limit exceeded (MCP_RATE_LIMIT {settings.MCP_RATE_LIMIT}); retry in {seconds} seconds.",
+        [("retry-after", str(seconds))],
+    )
+
+
+def _check_rate_drf(agent, client: str) -> None:
     from omoi_site.api_support import McpRateThrottle
 
     throttle = McpRateThrottle()
     if not throttle.allow_request(_ThrottleRequest(agent, client), None):
         wait = throttle.wait()
-        seconds = max(1, int(wait + 0.999)) if wait is not None else 1
-        raise Refusal(
-            429,
-            RATE_LIMITED,
-            f"Rate limit exceeded (MCP_RATE_LIMIT {settings.MCP_RATE_LIMIT}); retry in {seconds} seconds.",
-            [("retry-after", str(seconds))],
-        )
+        _refuse_rate(wait if wait is not None else 1)
 
 
 def _throttle_is_local() -> bool:
@@ -376,7 +491,7 @@ class Call:
             return
         if self.agent is not None and _throttle_is_local():
             check_rate(self.agent, self.client)
-        else:
+        elif self.agent is None or not await check_rate_in_loop(self.agent):
             self.agent = await hop(_identify, self.raw_token, self.client, self.agent)
         self.identified = True
 

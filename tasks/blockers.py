@@ -863,10 +863,22 @@ def discoveries_search(*, actor, workflow_slug: str, query: str, discovery_type:
     return {"discoveries": discoveries_similar(workflow=workflow, query=query, discovery_type=discovery_type, limit=limit)}
 
 
+def _workflow_has_blocking_discoveries(workflow_id: int) -> bool:
+    """Whether any warning could be found at all: one index probe that spares a claim the query's embedding
+    and four statements while a workflow has recorded no blocking-kind discovery (most claims, most days)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM {DISCOVERY_TABLE} x JOIN {TASK_TABLE} k ON k.id = x.source_task_id
+                                WHERE k.workflow_id = %s AND x.discovery_type = ANY(%s))""",
+            [workflow_id, [str(kind) for kind in BLOCKING_TYPES]],
+        )
+        return cursor.fetchone()[0]
+
+
 def task_claim_warnings(*, task: Task) -> list[dict]:
     """What blocked similar work before: blocking-kind discoveries most like this task's text (and its
     ticket's), for claim_next_task. Empty for a shadow-holdout ticket (no door shows its prediction)."""
-    if is_shadow(task.ticket_id):
+    if is_shadow(task.ticket_id) or not _workflow_has_blocking_discoveries(task.workflow_id):
         return []
     ticket = task.ticket
     query = f"{ticket.title}\n{task.description}"

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from omoi_site.domain import DomainError, NotFound, parse_public_id, task_public_id, ticket_public_id
+from omoi_site.domain import DomainError, NotFound, first_of, parse_public_id, task_public_id, ticket_public_id
 from tasks.models import Discovery, Task
 from tickets.models import Ticket
-from tickets.selectors import can_access_workflow, workflow_ids_for
+from tickets.selectors import UNREAD_TICKET_COLUMNS, can_access_workflow, workflow_ids_for
 
 
 def task_get(*, task_id, actor, argument: str = "task_id", for_update: bool = False) -> Task:
     """One task by public id ('TSK-7'), checking the actor's workflow access."""
     pk = parse_public_id(task_id, Task.PUBLIC_PREFIX, argument=argument)
     if for_update:
-        queryset = Task.objects.select_for_update(of=("self",)).select_related("workflow", "ticket")
+        # (the writes that lock a task read its ticket id only; its row loads on first use)
+        queryset = Task.objects.select_for_update(of=("self",)).select_related("workflow")
     else:
-        queryset = Task.objects.select_related("workflow", "ticket", "claimed_by", "assigned_agent")
-    task = queryset.filter(pk=pk).first()
+        queryset = Task.objects.select_related("workflow", "ticket", "claimed_by", "assigned_agent").defer(
+            *(f"ticket__{name}" for name in UNREAD_TICKET_COLUMNS)
+        )
+    task = first_of(queryset.filter(pk=pk))
     if task is None or not can_access_workflow(actor, task.workflow_id):
         raise NotFound(f"No task {task_public_id(pk)} in your workflows ({argument}).")
     return task

@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents.services import agent_event_record, agent_heartbeat
@@ -156,19 +155,34 @@ def task_create(
     return TaskCreated(task, discovery)
 
 
-def _ready_queryset(workflow_id: int, agent, task_types: list[str] | None):
-    unfinished_dependency = Task.depends_on.through.objects.filter(from_task_id=OuterRef("pk")).exclude(
-        to_task__status=Task.Status.COMPLETED
-    )
-    queryset = (
-        Task.objects.filter(workflow_id=workflow_id, status=Task.Status.PENDING)
-        .filter(Q(assigned_agent__isnull=True) | Q(assigned_agent=agent))
-        .exclude(ticket__is_blocked=True)
-        .filter(~Exists(unfinished_dependency))
-    )
-    if task_types:
-        queryset = queryset.filter(task_type__in=task_types)
-    return queryset.order_by("-priority_rank", "created_at", "id")
+_claim_sql: str | None = None
+
+
+def _claim_statement() -> str:
+    """The claim: the highest-priority ready task of a workflow, locked, skipping rows other claims hold.
+
+    Ready = pending, unassigned or assigned to the claimer, its ticket not blocked, every dependency
+    completed (and, when task types are given, one of them). Hand-written and built once per process: it
+    is the hottest statement under a swarm, and the ORM spent more CPU compiling it than PostgreSQL spent
+    running it. It also reads the ticket's title (for the claim's warnings) in the same round trip."""
+    global _claim_sql
+    if _claim_sql is None:
+        task_table, ticket_table = Task._meta.db_table, Ticket._meta.db_table
+        links = Task.depends_on.through._meta.db_table
+        columns = ", ".join(f't."{field.column}"' for field in Task._meta.concrete_fields)
+        _claim_sql = f"""
+            SELECT {columns}, k.title AS claimed_ticket_title
+              FROM {task_table} t JOIN {ticket_table} k ON k.id = t.ticket_id
+             WHERE t.workflow_id = %(workflow)s AND t.status = %(pending)s
+               AND (t.assigned_agent_id IS NULL OR t.assigned_agent_id = %(agent)s)
+               AND NOT k.is_blocked
+               AND NOT EXISTS (SELECT 1 FROM {links} d JOIN {task_table} p ON p.id = d.to_task_id
+                                WHERE d.from_task_id = t.id AND p.status <> %(completed)s)
+               AND (%(types)s::text[] IS NULL OR t.task_type = ANY(%(types)s::text[]))
+             ORDER BY t.priority_rank DESC, t.created_at, t.id
+             LIMIT 1
+               FOR UPDATE OF t SKIP LOCKED"""
+    return _claim_sql
 
 
 def task_lock(*, task_pk: int) -> Task:
@@ -237,10 +251,14 @@ def task_claim_next(*, agent, workflow, task_types: list[str] | None = None) -> 
         require_choice(task_type, Task.TaskType.values, argument="task_types")
     now = timezone.now()
     task_reap_expired_leases(workflow_id=workflow.id, now=now)
-    task = _ready_queryset(workflow.id, agent, task_types).select_for_update(skip_locked=True, of=("self",)).first()
+    parameters = {"workflow": workflow.id, "agent": agent.agent_id, "types": list(task_types) if task_types else None,
+                  "pending": str(Task.Status.PENDING), "completed": str(Task.Status.COMPLETED)}
+    task = next(iter(Task.objects.raw(_claim_statement(), parameters)), None)
     if task is None:
         return None
     task.workflow = workflow
+    # Its ticket as far as the claim read it (the title, for warnings); other fields load on first use.
+    task.ticket = Ticket.from_db(Task.objects.db, ["id", "workflow_id", "title"], [task.ticket_id, task.workflow_id, task.claimed_ticket_title])
     lease_grant(task, agent, now=now, event_type="claimed")
     _trajectory(agent, "task_claimed", task, {"task_id": task.public_id, "fencing_token": task.fencing_token})
     _publish("task.claimed", task)
@@ -325,7 +343,7 @@ def task_update_status(
             require_holder(task, actor, fencing_token, action=f"set it to '{status}'")
         elif task.status == Task.Status.PENDING and status in Task.ACTIVE_STATUSES:
             if task.assigned_agent_id not in (None, actor.agent_id):
-                raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work.")
+                raise PermissionDenied(f"task {task.public_id} is assigned to {task.assigned_agent_id}; claim other work. Call claim_next_task.")
             waiting = list(task.depends_on.exclude(status=Task.Status.COMPLETED).order_by("id").values_list("id", "status"))
             if waiting:
                 listed = ", ".join(f"{task_public_id(pk)} ({state})" for pk, state in waiting)
@@ -333,7 +351,8 @@ def task_update_status(
             lease_grant(task, actor, now=now, event_type="claimed", details={"via": "update_task_status"})
             old_status = task.status
         elif fencing_token is not None and fencing_token != task.fencing_token:
-            raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}).")
+            raise Conflict(f"stale fencing_token {fencing_token} for {task.public_id} (current {task.fencing_token}). "
+                           "Drop this work and take new work with claim_next_task.")
     elif status in Task.ACTIVE_STATUSES and task.status not in Task.ACTIVE_STATUSES:
         raise DomainError(f"only an agent can hold a task; ask an agent to claim {task.public_id}.")
     if result is not None and len(str(result)) > MAX_RESULT_BYTES:
@@ -371,6 +390,8 @@ def task_update_status(
 def task_reap_expired_leases(*, workflow_id: int | None = None, now=None) -> int:
     """Return tasks whose lease expired to the queue (skipping rows another transaction holds)."""
     now = now or timezone.now()
+    if not _any_lease_expired(workflow_id, now):
+        return 0  # the common case, answered by one index probe (no ORM compile, no savepoint)
     with transaction.atomic():
         queryset = Task.objects.filter(status__in=Task.ACTIVE_STATUSES, lease_expires_at__lt=now)
         if workflow_id is not None:
@@ -384,13 +405,27 @@ def task_reap_expired_leases(*, workflow_id: int | None = None, now=None) -> int
         return len(expired)
 
 
+def _any_lease_expired(workflow_id: int | None, now) -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM {Task._meta.db_table}
+                                WHERE status = ANY(%s) AND lease_expires_at < %s
+                                  AND (%s::bigint IS NULL OR workflow_id = %s::bigint))""",
+            [[str(status) for status in Task.ACTIVE_STATUSES], now, workflow_id, workflow_id],
+        )
+        return cursor.fetchone()[0]
+
+
 @transaction.atomic
 def task_register_conversation(*, agent, task_id, conversation_id: str, sandbox_id: str | None = None) -> Task:
     """Attach the agent's conversation (and sandbox) id to a task it holds or is assigned."""
     conversation_id = require_text(conversation_id, argument="conversation_id", min_length=1, max_length=200)
     task = selectors.task_get(task_id=task_id, actor=agent, for_update=True)
     if agent.agent_id not in (task.claimed_by_id, task.assigned_agent_id):
-        raise PermissionDenied(f"task {task.public_id} is not held by or assigned to you.")
+        raise PermissionDenied(f"task {task.public_id} is not held by or assigned to you. Claim it with "
+                               f'update_task_status(task_id="{task.public_id}", status="claimed") or take other work with claim_next_task.')
     task.conversation_id = conversation_id
     fields = ["conversation_id", "updated_at"]
     if sandbox_id:

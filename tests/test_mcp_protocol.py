@@ -121,6 +121,28 @@ def test_rate_limit_is_429_jsonrpc_with_retry_after(post, alice, settings):
     caches[settings.THROTTLE_CACHE_ALIAS].clear()
 
 
+def test_rate_limit_on_redis_is_429_jsonrpc_with_retry_after(post, alice, settings):
+    # production keeps the counters in Redis (one pipelined round trip per call); the suite's default is memory
+    import uuid
+
+    settings.CACHES = {
+        **settings.CACHES,
+        settings.THROTTLE_CACHE_ALIAS: {"BACKEND": "omoi_site.throttle_cache.FailOpenRedisCache",
+                                        "LOCATION": settings.REDIS_URL, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
+    }
+    settings.MCP_RATE_LIMIT = "3/min"
+    statuses = [post(rpc("ping", index), alice).status_code for index in range(3)]
+    assert statuses == [200, 200, 200]
+    before = ticket_count()
+    call = rpc("tools/call", 9, {"name": "create_ticket", "arguments": {"workflow_id": "test-flow", "title": "Limited", "description": "Must not be created."}})
+    response = post(call, alice)
+    message = assert_jsonrpc_error(response, 429, -32029)
+    assert "retry in" in message
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert ticket_count() == before
+    assert_jsonrpc_error(post(rpc("ping", 10), alice), 429, -32029)  # a refused call is not counted, still over
+
+
 def test_a_revoked_token_is_refused_once_the_short_cache_lapses(post, make_agent, workflow, settings):
     from agents import services
 
@@ -134,6 +156,19 @@ def test_a_revoked_token_is_refused_once_the_short_cache_lapses(post, make_agent
     assert services.agent_tokens_revoke(agent=agent) == 1
     time.sleep(1.1)  # the cache entry (1 s here, 5 s by default) has lapsed
     assert_jsonrpc_error(post(rpc("ping"), token), 401, -32001)
+
+
+def test_a_removed_workflow_membership_is_refused_once_the_short_cache_lapses(post, make_agent, workflow, settings):
+    # the cached agent carries its workflow ids (no membership query per call): the same bound as a revoked token
+    settings.MCP_TOKEN_CACHE_SECONDS = 1
+    agent, token = make_agent("proto-removed", workflow)
+    call = rpc("tools/call", 3, {"name": "get_tickets", "arguments": {"workflow_id": workflow.slug}})
+    assert post(call, token).json()["result"]["isError"] is False  # looked up and cached, with its workflows
+    agent.workflows.remove(workflow)
+    time.sleep(1.1)
+    result = post(call, token).json()["result"]
+    assert result["isError"] is True
+    assert f"No workflow '{workflow.slug}' that you belong to" in result["content"][0]["text"]
 
 
 # --- content type, accept, size, origin ----------------------------------------------------------------------

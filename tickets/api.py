@@ -416,12 +416,13 @@ class TicketDetailView(ApiView):
         summary="One ticket with blockers, recent comments and commits; ETag = its version",
     )
     def get(self, request, ticket_id):
-        ticket = selectors.ticket_get(ticket_id=ticket_id, actor=request.user)
-        body = _detail(ticket)
-        risk = blockers.ticket_risk_shown(ticket=ticket)
-        if risk is not None:
-            body["risk"] = risk
-        return _with_etag(body, ticket.version)
+        read = selectors.ticket_detail_get(ticket_id=ticket_id, actor=request.user)
+        body = payloads.ticket_detail(
+            read.ticket, blockers=read.blockers, dependents=read.dependents, comments=read.comments, commits=read.commits,
+        )
+        if read.risk is not None:
+            body["risk"] = read.risk
+        return _with_etag(body, read.ticket.version)
 
     @extend_schema(
         tags=TAG,

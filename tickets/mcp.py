@@ -70,18 +70,12 @@ def create_ticket(
 @mcp_tool(read_only=True)
 def get_ticket(caller, ticket_id: TicketId) -> dict:
     """Get one ticket: fields, allowed next statuses, blockers, comments, commits, risk."""
-    ticket = selectors.ticket_get(ticket_id=ticket_id, actor=caller)
-    blocked_by, dependents = selectors.ticket_links(ticket=ticket)
+    read = selectors.ticket_detail_get(ticket_id=ticket_id, actor=caller)
     detail = payloads.ticket_detail(
-        ticket,
-        blockers=blocked_by,
-        dependents=dependents,
-        comments=list(ticket.comments.select_related("author_user").order_by("-created_at", "-id")[:20])[::-1],
-        commits=list(ticket.commits.all()),
+        read.ticket, blockers=read.blockers, dependents=read.dependents, comments=read.comments, commits=read.commits,
     )
-    risk = blockers.ticket_risk_shown(ticket=ticket)
-    if risk is not None:
-        detail["risk"] = risk
+    if read.risk is not None:
+        detail["risk"] = read.risk
     return detail
 
 

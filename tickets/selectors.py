@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from agents.selectors import (  # noqa: F401  (identity's rules, used here and by importers of this module)
@@ -11,9 +15,12 @@ from agents.selectors import (  # noqa: F401  (identity's rules, used here and b
     workflow_get,
     workflow_ids_for,
 )
-from omoi_site.domain import DomainError, NotFound, is_agent, parse_public_id, ticket_public_id
+from omoi_site.domain import DomainError, NotFound, first_of, is_agent, parse_public_id, ticket_public_id
 from tickets.models import PhaseTransition, Ticket, TicketDependency, TicketEvent, Workflow
 
+# A ticket's embedding (384 floats) and search vector are read by search only; loading them costs more CPU
+# than the rest of a row (deferred, they still load on first access).
+UNREAD_TICKET_COLUMNS = ("embedding", "search_vector")
 SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank", "status": "status"}
 
 
@@ -22,14 +29,16 @@ SORT_FIELDS = {"created_at": "created_at", "updated_at": "updated_at", "priority
 def ticket_get(*, ticket_id, actor, argument: str = "ticket_id", for_update: bool = False) -> Ticket:
     """One ticket by public id ('TKT-42'), checking the actor's workflow access."""
     pk = parse_public_id(ticket_id, Ticket.PUBLIC_PREFIX, argument=argument)
-    queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent")
+    queryset = Ticket.objects.select_related("workflow", "assigned_agent", "created_by_agent", "parent").defer(
+        *UNREAD_TICKET_COLUMNS, *(f"parent__{name}" for name in UNREAD_TICKET_COLUMNS)
+    )
     if for_update:
-        queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow")
+        queryset = Ticket.objects.select_for_update(of=("self",)).select_related("workflow").defer(*UNREAD_TICKET_COLUMNS)
     if is_agent(actor) and not for_update:
         # The access check in the same query (an agent's own workflow links), not a second round trip.
         member = Workflow.agents.through.objects.filter(agent_id=actor.pk, workflow_id=OuterRef("workflow_id"))
         queryset = queryset.annotate(actor_is_member=Exists(member))
-    ticket = queryset.filter(pk=pk).first()
+    ticket = first_of(queryset.filter(pk=pk))
     visible = getattr(ticket, "actor_is_member", None)
     if ticket is None or not (visible if visible is not None else can_access_workflow(actor, ticket.workflow_id)):
         raise NotFound(f"No ticket {ticket_public_id(pk)} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
@@ -68,7 +77,7 @@ def ticket_list(
         raise DomainError(f"sort_by must be one of: {', '.join(SORT_FIELDS)}; got {sort_by!r}.")
     if sort_order not in ("asc", "desc"):
         raise DomainError(f"sort_order must be 'asc' or 'desc'; got {sort_order!r}.")
-    queryset = Ticket.objects.filter(workflow=workflow).select_related("assigned_agent")
+    queryset = Ticket.objects.filter(workflow=workflow).select_related("assigned_agent").defer(*UNREAD_TICKET_COLUMNS)
     if status == "blocked":
         queryset = queryset.filter(is_blocked=True)
     elif status:
@@ -212,3 +221,107 @@ def ticket_links(*, ticket: Ticket) -> tuple[list[Ticket], list[Ticket]]:
         else:
             dependents.append(Ticket(pk=ticket_id))
     return sorted(blockers, key=lambda t: t.pk), sorted(dependents, key=lambda t: t.pk)
+
+
+# --- get_ticket / REST detail: the whole detail in one statement --------------------------------------------
+
+
+@dataclass
+class TicketDetail:
+    """Everything a ticket's detail shows, read by `ticket_detail_get` in one statement."""
+
+    ticket: Ticket
+    blockers: list[Ticket]
+    dependents: list[Ticket]
+    comments: list  # the latest 20 TicketComment rows, oldest first
+    commits: list  # CommitLink rows, oldest first
+    risk: dict | None  # the latest recorded blocker prediction when shown (as tasks.blockers.ticket_risk_shown)
+
+
+_detail_sql: tuple[str, list[str]] | None = None
+
+
+def _ticket_detail_sql() -> tuple[str, list[str]]:
+    """The detail statement, built once per process from the models' tables and columns. Hand-written on
+    purpose: the ORM spent more CPU compiling get_ticket's five queries than PostgreSQL spent running them."""
+    global _detail_sql
+    if _detail_sql is None:
+        from django.contrib.auth import get_user_model
+
+        from tasks.models import BlockerPrediction
+        from tickets.models import CommitLink, TicketComment
+
+        user = get_user_model()._meta
+        username = user.get_field(get_user_model().USERNAME_FIELD).column
+        fields = [f for f in Ticket._meta.concrete_fields if f.name not in UNREAD_TICKET_COLUMNS]
+        columns = ", ".join(f't."{f.column}"' for f in fields)
+        membership = Workflow.agents.through._meta.db_table
+        _detail_sql = (
+            f"""SELECT {columns}, w.slug, u."{username}",
+                   EXISTS (SELECT 1 FROM {membership} m WHERE m.agent_id = %(agent)s AND m.workflow_id = t.workflow_id),
+                   (SELECT json_agg(json_build_array(d.ticket_id, d.blocker_id, b.status) ORDER BY d.id)::text
+                      FROM {TicketDependency._meta.db_table} d JOIN {Ticket._meta.db_table} b ON b.id = d.blocker_id
+                     WHERE d.ticket_id = t.id OR d.blocker_id = t.id),
+                   (SELECT json_agg(c ORDER BY c.created_at, c.id)::text FROM (
+                        SELECT c.id, c.author_agent_id, c.author_user_id, cu."{username}" AS author_username,
+                               c.comment_type, c.text, c.mentions, c.attachments, c.created_at
+                          FROM {TicketComment._meta.db_table} c LEFT JOIN {user.db_table} cu ON cu.id = c.author_user_id
+                         WHERE c.ticket_id = t.id ORDER BY c.created_at DESC, c.id DESC LIMIT 20) c),
+                   (SELECT json_agg(json_build_array(k.commit_sha, k.commit_message) ORDER BY k.created_at, k.id)::text
+                      FROM {CommitLink._meta.db_table} k WHERE k.ticket_id = t.id),
+                   (SELECT CASE WHEN p.shown THEN p.risk END::text FROM {BlockerPrediction._meta.db_table} p
+                     WHERE p.ticket_id = t.id ORDER BY p.id DESC LIMIT 1)
+              FROM {Ticket._meta.db_table} t
+              JOIN {Workflow._meta.db_table} w ON w.id = t.workflow_id
+              LEFT JOIN {user.db_table} u ON u.id = t.created_by_user_id
+             WHERE t.id = %(ticket)s""",
+            [f.attname for f in fields],
+        )
+    return _detail_sql
+
+
+def ticket_detail_get(*, ticket_id, actor, argument: str = "ticket_id") -> TicketDetail:
+    """A ticket with its blockers (with their status), dependents, latest 20 comments, commits and shown
+    risk, checking the actor's workflow access — one query (access included for agents)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from tickets.models import CommitLink, TicketComment
+
+    pk = parse_public_id(ticket_id, Ticket.PUBLIC_PREFIX, argument=argument)
+    sql, attnames = _ticket_detail_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"ticket": pk, "agent": actor.pk if is_agent(actor) else None})
+        row = cursor.fetchone()
+    if row is not None:
+        width = len(attnames)
+        slug, creator_name, is_member, links, comments, commits, risk = row[width:]
+        ticket = Ticket.from_db(connection.alias, attnames, row[:width])
+        visible = is_member if is_agent(actor) else can_access_workflow(actor, ticket.workflow_id)
+    if row is None or not visible:
+        raise NotFound(f"No ticket {Ticket.PUBLIC_PREFIX}-{pk} in your workflows ({argument}). Use get_tickets or search_tickets to find ids.")
+    user_model = get_user_model()
+    ticket.workflow = Workflow(id=ticket.workflow_id, slug=slug)
+    if ticket.created_by_user_id:
+        ticket.created_by_user = user_model(pk=ticket.created_by_user_id, **{user_model.USERNAME_FIELD: creator_name})
+    blockers, dependents = [], []
+    for dependent_id, blocker_id, blocker_status in orjson.loads(links) if links else ():
+        if dependent_id == pk:
+            blockers.append(Ticket(pk=blocker_id, status=blocker_status))
+        else:
+            dependents.append(Ticket(pk=dependent_id))
+    comment_rows = []
+    for item in orjson.loads(comments) if comments else ():
+        comment = TicketComment(
+            id=item["id"], ticket_id=pk, author_agent_id=item["author_agent_id"], author_user_id=item["author_user_id"],
+            comment_type=item["comment_type"], text=item["text"], mentions=item["mentions"] or [],
+            attachments=item["attachments"], created_at=datetime.fromisoformat(item["created_at"]),
+        )
+        if comment.author_user_id:
+            comment.author_user = user_model(pk=comment.author_user_id, **{user_model.USERNAME_FIELD: item["author_username"]})
+        comment_rows.append(comment)
+    commit_rows = [CommitLink(ticket_id=pk, commit_sha=sha, commit_message=message) for sha, message in (orjson.loads(commits) if commits else ())]
+    return TicketDetail(
+        ticket=ticket, blockers=sorted(blockers, key=lambda t: t.pk), dependents=sorted(dependents, key=lambda t: t.pk),
+        comments=comment_rows, commits=commit_rows, risk=orjson.loads(risk) if risk else None,
+    )
