@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 
 PINNED = {
     # one hand-written statement (tickets.selectors.ticket_detail_get): the ticket with its workflow and the
-    # access check, its blocker links, latest comments, commits and (issue 17) its latest shown blocker
-    # prediction from the ledger as subqueries; the forecast itself is made at creation
-    "get_ticket": 1,
+    # access check, its blocker links, latest comments and commits as subqueries; then the tasks floor's
+    # latest shown blocker prediction (tasks.blockers.ticket_risk_shown; the forecast is made at creation)
+    "get_ticket": 2,
     "get_tickets": 4,
     "get_ticket_history": 2,
     "get_phase_history": 2,
@@ -25,12 +25,13 @@ PINNED = {
     "get_messages": 1,
     "get_agent_trajectory": 2,
     "search_tickets": 7,
-    # A fresh forecast (issue 17): ticket, model, declared blockers, shadow membership (the first ledger
+    # A fresh forecast (issue 17): ticket (its embedding read apart: hot reads defer it), model, declared
+    # blockers, shadow membership (the first ledger
     # row), then without a savepoint: one SET LOCAL, priors (outcome rows), neighbour tickets, near
     # discoveries (two meaning routes in one UNION; no word route in the features), their details, open
     # declared blockers, suggested blockers (2), and the ledger upsert (update_or_create: a fresh forecast
     # replaces the previous request; savepoint + SELECT FOR UPDATE + write).
-    "predict_blockers": 17,
+    "predict_blockers": 18,
     # transaction + one SET LOCAL, semantic (two routes, one UNION), full text, details
     "search_similar_discoveries": 8,
 }

@@ -417,11 +417,7 @@ class TicketDetailView(ApiView):
     )
     def get(self, request, ticket_id):
         read = selectors.ticket_detail_get(ticket_id=ticket_id, actor=request.user)
-        body = payloads.ticket_detail(
-            read.ticket, blockers=read.blockers, dependents=read.dependents, comments=read.comments, commits=read.commits,
-        )
-        if read.risk is not None:
-            body["risk"] = read.risk
+        body = payloads.ticket_read_payload(read, risk=blockers.ticket_risk_shown(ticket=read.ticket))
         return _with_etag(body, read.ticket.version)
 
     @extend_schema(

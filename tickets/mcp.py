@@ -71,12 +71,7 @@ def create_ticket(
 def get_ticket(caller, ticket_id: TicketId) -> dict:
     """Get one ticket: fields, allowed next statuses, blockers, comments, commits, risk."""
     read = selectors.ticket_detail_get(ticket_id=ticket_id, actor=caller)
-    detail = payloads.ticket_detail(
-        read.ticket, blockers=read.blockers, dependents=read.dependents, comments=read.comments, commits=read.commits,
-    )
-    if read.risk is not None:
-        detail["risk"] = read.risk
-    return detail
+    return payloads.ticket_read_payload(read, risk=blockers.ticket_risk_shown(ticket=read.ticket))
 
 
 @mcp_tool(read_only=True)

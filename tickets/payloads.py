@@ -103,6 +103,15 @@ def phase_payload(transition) -> dict:
 # --- results of the write services (tickets.services' typed results), the same JSON through MCP and REST ---
 
 
+def ticket_read_payload(read, *, risk: dict | None = None) -> dict:
+    """get_ticket / REST detail: selectors.ticket_detail_get's read, plus the blocker risk when one is shown."""
+    detail = ticket_detail(read.ticket, blockers=read.blockers, dependents=read.dependents, comments=read.comments,
+                           commits=read.commits)
+    if risk is not None:
+        detail["risk"] = risk
+    return detail
+
+
 def ticket_transition_payload(transition) -> dict:
     """A status change or resolution: the ticket, its phase, where it may go next, and whom it unblocked."""
     ticket = transition.ticket

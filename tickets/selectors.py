@@ -235,7 +235,6 @@ class TicketDetail:
     dependents: list[Ticket]
     comments: list  # the latest 20 TicketComment rows, oldest first
     commits: list  # CommitLink rows, oldest first
-    risk: dict | None  # the latest recorded blocker prediction when shown (as tasks.blockers.ticket_risk_shown)
 
 
 _detail_sql: tuple[str, list[str]] | None = None
@@ -248,7 +247,6 @@ def _ticket_detail_sql() -> tuple[str, list[str]]:
     if _detail_sql is None:
         from django.contrib.auth import get_user_model
 
-        from tasks.models import BlockerPrediction
         from tickets.models import CommitLink, TicketComment
 
         user = get_user_model()._meta
@@ -268,9 +266,7 @@ def _ticket_detail_sql() -> tuple[str, list[str]]:
                           FROM {TicketComment._meta.db_table} c LEFT JOIN {user.db_table} cu ON cu.id = c.author_user_id
                          WHERE c.ticket_id = t.id ORDER BY c.created_at DESC, c.id DESC LIMIT 20) c),
                    (SELECT json_agg(json_build_array(k.commit_sha, k.commit_message) ORDER BY k.created_at, k.id)::text
-                      FROM {CommitLink._meta.db_table} k WHERE k.ticket_id = t.id),
-                   (SELECT CASE WHEN p.shown THEN p.risk END::text FROM {BlockerPrediction._meta.db_table} p
-                     WHERE p.ticket_id = t.id ORDER BY p.id DESC LIMIT 1)
+                      FROM {CommitLink._meta.db_table} k WHERE k.ticket_id = t.id)
               FROM {Ticket._meta.db_table} t
               JOIN {Workflow._meta.db_table} w ON w.id = t.workflow_id
               LEFT JOIN {user.db_table} u ON u.id = t.created_by_user_id
@@ -281,8 +277,9 @@ def _ticket_detail_sql() -> tuple[str, list[str]]:
 
 
 def ticket_detail_get(*, ticket_id, actor, argument: str = "ticket_id") -> TicketDetail:
-    """A ticket with its blockers (with their status), dependents, latest 20 comments, commits and shown
-    risk, checking the actor's workflow access — one query (access included for agents)."""
+    """A ticket with its blockers (with their status), dependents, latest 20 comments and commits, checking
+    the actor's workflow access — one query (access included for agents). The blocker risk is the tasks
+    floor's (tasks.blockers.ticket_risk_shown): doors add it, so this floor reads no table above it."""
     from django.contrib.auth import get_user_model
     from django.db import connection
 
@@ -295,7 +292,7 @@ def ticket_detail_get(*, ticket_id, actor, argument: str = "ticket_id") -> Ticke
         row = cursor.fetchone()
     if row is not None:
         width = len(attnames)
-        slug, creator_name, is_member, links, comments, commits, risk = row[width:]
+        slug, creator_name, is_member, links, comments, commits = row[width:]
         ticket = Ticket.from_db(connection.alias, attnames, row[:width])
         visible = is_member if is_agent(actor) else can_access_workflow(actor, ticket.workflow_id)
     if row is None or not visible:
@@ -323,5 +320,5 @@ def ticket_detail_get(*, ticket_id, actor, argument: str = "ticket_id") -> Ticke
     commit_rows = [CommitLink(ticket_id=pk, commit_sha=sha, commit_message=message) for sha, message in (orjson.loads(commits) if commits else ())]
     return TicketDetail(
         ticket=ticket, blockers=sorted(blockers, key=lambda t: t.pk), dependents=sorted(dependents, key=lambda t: t.pk),
-        comments=comment_rows, commits=commit_rows, risk=orjson.loads(risk) if risk else None,
+        comments=comment_rows, commits=commit_rows,
     )
