@@ -135,7 +135,7 @@ def test_board_moves_cards_and_shows_broadcasts_live(asgi_server, mcp_for, make_
     page.goto(f"{asgi_server.url}/dashboard/ticket/{bug.public_id}/")
     page.wait_for_selector("body[data-live=live]", timeout=15_000)
     assert page.locator("svg.graph g[data-task-id]").count() == 2
-    assert "status_changed" in page.locator("#history").inner_text()
+    assert "worker-1 moved it from backlog to analyzing" in page.locator("#history").inner_text()  # as a sentence
     agent.call("add_ticket_comment", ticket_id=bug.public_id, agent_id="worker-1", comment_text="Root cause found in the cache layer.")
     page.wait_for_selector('#feed li[data-event="ticket.commented"]', timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "dashboard-ticket.png"), full_page=True)
