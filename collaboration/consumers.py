@@ -90,6 +90,14 @@ class _EventForwarder(AsyncJsonWebsocketConsumer):
             raise ValueError("since must be the last event id you received (a non-negative integer).")
         return int(values[0])
 
+    async def _since_or_refuse(self) -> int | None | bool:
+        """`_since()`, or False after refusing the socket (close 4400) when the value is not an event id."""
+        try:
+            return self._since()
+        except ValueError as error:
+            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+            return False
+
     async def _start(self, since: int | None) -> None:
         """After accept: say hello, replay what was missed, then watch the credentials."""
         await self.send_json({"type": "subscribed", **self._hello()})
@@ -376,10 +384,8 @@ class DashboardConsumer(_EventForwarder):
         if unknown:
             await self._refuse(CLOSE_BAD_REQUEST, f"unknown event name(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_NAMES))}.")
             return
-        try:
-            since = self._since()
-        except ValueError as error:
-            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+        since = await self._since_or_refuse()
+        if since is False:
             return
         try:
             groups, self.allowed_workflows = await _dashboard_subscription(user, workflows, tickets, agents)
@@ -426,10 +432,8 @@ class AgentConsumer(_EventForwarder):
         if agent.agent_id != agent_id:
             await self._refuse(CLOSE_FORBIDDEN, f"this token belongs to {agent.agent_id}; connect to /ws/agents/{agent.agent_id}/.")
             return
-        try:
-            since = self._since()
-        except ValueError as error:
-            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+        since = await self._since_or_refuse()
+        if since is False:
             return
         self.agent, self._token = agent, token
         self.wanted_events = set(_query(self.scope).get("events", []))

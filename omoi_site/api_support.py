@@ -461,26 +461,24 @@ def etag(version: int) -> str:
 MAX_JSON_FIELD_BYTES = 32_000
 
 
-class BoundedJSONObjectField(serializers.DictField):
+class _BoundedJSON:
+    """At most MAX_JSON_FIELD_BYTES of JSON once parsed by the field it is mixed into."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
+            raise serializers.ValidationError(
+                f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead."
+            )
+        return value
+
+
+class BoundedJSONObjectField(_BoundedJSON, serializers.DictField):
     """A free-form JSON object argument (result, context, filters …), at most 32 kB of JSON."""
 
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
-            raise serializers.ValidationError(
-                f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead."
-            )
-        return value
 
-
-class BoundedJSONListField(serializers.ListField):
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(json.dumps(value, default=str)) > MAX_JSON_FIELD_BYTES:
-            raise serializers.ValidationError(
-                f"larger than {MAX_JSON_FIELD_BYTES} bytes of JSON; send a summary instead."
-            )
-        return value
+class BoundedJSONListField(_BoundedJSON, serializers.ListField):
+    """A free-form JSON list argument (attachments …), at most 32 kB of JSON."""
 
 
 class AgentTokenScheme(OpenApiAuthenticationExtension):

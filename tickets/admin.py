@@ -76,8 +76,8 @@ class WorkflowScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_manytomany(db_field, request, **self._scoped_choices(request, db_field, kwargs))
 
 
-class ReadOnlyAdmin(WorkflowScopedAdmin):
-    """View-only admin for rows that only services write (history, receipts, runs …)."""
+class NoWrites:
+    """Nobody adds, changes or deletes these rows in the admin: only services write them."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -89,19 +89,14 @@ class ReadOnlyAdmin(WorkflowScopedAdmin):
         return False
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyAdmin(NoWrites, WorkflowScopedAdmin):
+    """View-only admin for rows that only services write (history, receipts, runs …)."""
+
+
+class ReadOnlyInline(NoWrites, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ServiceAdmin(WorkflowScopedAdmin):
